@@ -1,0 +1,80 @@
+"""Flow-matching maths in the paper's convention: t=0 is noise, t=1 is data,
+x_t = t * x1 + (1 - t) * x0 and the target velocity is x1 - x0 (Eq. 2).
+
+Pure functions: no model, no task logic.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def logit_normal(batch: int, *, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> Tensor:
+    """t ~ sigmoid(N(mean, std)) `[B]` (SD3's timestep density)."""
+    z = torch.randn(batch, generator=generator, device=device) * std + mean
+    return torch.sigmoid(z)
+
+
+def shift_time(t: Tensor, shift: float) -> Tensor:
+    """Resolution shift on the noise level sigma = 1 - t: sigma' = s*sigma / (1 + (s-1)*sigma).
+    shift > 1 spends more of training/sampling near noise, as larger inputs need."""
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    sigma = 1.0 - t
+    sigma = shift * sigma / (1.0 + (shift - 1.0) * sigma)
+    return 1.0 - sigma
+
+
+def resolution_shift(tokens: int, *, base_tokens: int = 256, max_tokens: int = 4096, base_shift: float = 0.5,
+                     max_shift: float = 1.15) -> float:
+    """FLUX-style shift from the sequence length: log-linear between (base, max) tokens."""
+    slope = (max_shift - base_shift) / (max_tokens - base_tokens)
+    mu = base_shift + slope * (tokens - base_tokens)
+    return math.exp(mu)
+
+
+def expand_time(t: Tensor, like: Tensor) -> Tensor:
+    """Broadcast `[B]` time, or `[B, T]` per latent frame (video `[B,C,T,H,W]` or audio `[B,C,T]`),
+    against latents `like`."""
+    if t.ndim == 1:
+        return t.view(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+    if t.ndim == 2:
+        return t.view(t.shape[0], 1, t.shape[1], *([1] * (like.ndim - 3))).to(like.dtype)
+    raise ValueError(f"time must be [B] or [B, T], got shape {tuple(t.shape)}")
+
+
+def interpolate(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    tb = expand_time(t, x1)
+    return tb * x1 + (1.0 - tb) * x0
+
+
+def velocity_target(x0: Tensor, x1: Tensor) -> Tensor:
+    return x1 - x0
+
+
+def to_velocity(raw: Tensor, x_t: Tensor, t: Tensor, prediction: str, min_gap: float = 0.05) -> Tensor:
+    """The network's raw output as a velocity. With x1-prediction (JiT), v = (x1_hat - x_t) / (1 - t);
+    1 - t is clamped at `min_gap` so the last steps stay finite."""
+    if prediction == "velocity":
+        return raw
+    if prediction == "x1":
+        return (raw - x_t) / (1.0 - expand_time(t, x_t)).clamp_min(min_gap)
+    raise ValueError(f"unknown prediction {prediction!r}; expected 'velocity' or 'x1'")
+
+
+def clean_estimate(x_t: Tensor, v: Tensor, t: Tensor) -> Tensor:
+    """x1_hat = x_t + (1 - t) v: the data the current velocity points at."""
+    return x_t + (1.0 - expand_time(t, x_t)) * v
+
+
+def masked_mse(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Per-sample mean squared error `[B]` over the elements where weight is 1 (weight broadcasts
+    against pred; e.g. `[B, 1, T, 1, 1]` leaves a given first frame out of the loss)."""
+    err = (pred.float() - target.float()).pow(2)
+    if weight is None:
+        return err.flatten(1).mean(1)
+    w = weight.to(err.dtype).expand_as(err)
+    return (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1.0)

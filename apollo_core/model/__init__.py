@@ -1,0 +1,1 @@
+"""The MM-DiT: layers, MixD-RoPE, attention backends, blocks and the model that wires them."""

@@ -1,0 +1,154 @@
+"""Tasks meet flow matching: build the model's streams for a task, turn its raw output into
+velocities, and score it with the per-modality losses of the paper (Eq. 7-9).
+
+Training and sampling both go through `assemble` and `velocities`, so a task means the same thing
+in both places.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .config import ApolloConfig
+from .flow import interpolate, logit_normal, masked_mse, shift_time, to_velocity, velocity_target
+from .streams import ApolloInputs, audio_stream, text_stream, video_stream
+from .tasks import Role, Task
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Encoded prompts for a batch: caption embeddings per modality and the speech byte ids."""
+
+    video_tokens: Tensor  # [B, Lv, Dc]
+    video_mask: Tensor  # [B, Lv] bool
+    audio_tokens: Tensor  # [B, La, Dc]
+    audio_mask: Tensor  # [B, La] bool
+    speech: Tensor  # [B, S] long byte ids (apollo_core.text.speech)
+    speech_mask: Tensor  # [B, S] bool
+
+    @property
+    def batch(self) -> int:
+        return self.video_tokens.shape[0]
+
+    def index(self, idx: Tensor) -> "Conditioning":
+        return Conditioning(*(getattr(self, f)[idx] for f in _FIELDS))
+
+    @staticmethod
+    def cat(items: "list[Conditioning]") -> "Conditioning":
+        """Batch-concatenate, padding each token axis to the longest (padding is masked out)."""
+        out = []
+        for f in _FIELDS:
+            parts = [getattr(c, f) for c in items]
+            longest = max(p.shape[1] for p in parts)
+            padded = []
+            for p in parts:
+                pad = longest - p.shape[1]
+                if pad:
+                    filler = torch.zeros(p.shape[0], pad, *p.shape[2:], dtype=p.dtype, device=p.device)
+                    p = torch.cat([p, filler], dim=1)
+                padded.append(p)
+            out.append(torch.cat(padded, dim=0))
+        return Conditioning(*out)
+
+    def to(self, device: torch.device | str) -> "Conditioning":
+        return Conditioning(*(getattr(self, f).to(device) for f in _FIELDS))
+
+
+_FIELDS = ("video_tokens", "video_mask", "audio_tokens", "audio_mask", "speech", "speech_mask")
+
+
+def assemble(config: ApolloConfig, task: Task, *, video: Tensor | None, audio: Tensor | None, t: Tensor,
+             cond: Conditioning) -> ApolloInputs:
+    """Streams for `task` with the current latents (noisy where generated, clean where given).
+    t: `[B]` flow time of the generated modalities."""
+    spec = task.spec
+    v_stream = vt_stream = at_stream = a_stream = None
+    if spec.has_video:
+        if video is None:
+            raise ValueError(f"task {task.value} needs video latents")
+        v_stream = video_stream(config, video, t, first_frame_given=spec.first_frame_given,
+                                given=spec.video is Role.GIVEN)
+        vt_t = torch.ones_like(t) if spec.video is Role.GIVEN else t
+        vt_stream = text_stream(cond.video_tokens, cond.video_mask, vt_t)
+    if spec.has_audio:
+        if audio is None:
+            raise ValueError(f"task {task.value} needs audio latents")
+        frames = video.shape[2] if video is not None else None
+        a_stream = audio_stream(config, audio, t, given=spec.audio is Role.GIVEN, video_latent_frames=frames)
+        at_t = torch.ones_like(t) if spec.audio is Role.GIVEN else t
+        at_stream = text_stream(cond.audio_tokens, cond.audio_mask, at_t, cond.speech, cond.speech_mask)
+    return ApolloInputs(video=v_stream, video_text=vt_stream, audio_text=at_stream, audio=a_stream)
+
+
+def frame_weight(task: Task, video: Tensor) -> Tensor | None:
+    """`[B, 1, T, 1, 1]` zeros on a given first frame (not generated, not scored), else None."""
+    if not task.spec.first_frame_given:
+        return None
+    w = torch.ones(video.shape[0], 1, video.shape[2], 1, 1, dtype=video.dtype, device=video.device)
+    w[:, :, 0] = 0
+    return w
+
+
+def video_time(task: Task, t: Tensor, frames: int) -> Tensor:
+    """Per-latent-frame time `[B, T]`: the given first frame sits at t=1."""
+    tf = t.view(-1, 1).expand(-1, frames).clone()
+    if task.spec.first_frame_given:
+        tf[:, 0] = 1.0
+    return tf
+
+
+def velocities(model: nn.Module, task: Task, inputs: ApolloInputs, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
+    """Velocities for the generated modalities; zero on a given first frame."""
+    raw = model(inputs)
+    out = {}
+    for name in task.spec.generates:
+        x = state[name]
+        tt = video_time(task, t, x.shape[2]) if name == "video" else t
+        v = to_velocity(raw[name], x.float(), tt, model.config.prediction)
+        w = frame_weight(task, x) if name == "video" else None
+        out[name] = v if w is None else v * w
+    return out
+
+
+def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: Tensor | None, cond: Conditioning,
+                  generator: torch.Generator | None = None, t: Tensor | None = None, logit_mean: float = 0.0,
+                  logit_std: float = 1.0, shift: float = 1.0) -> dict[str, Tensor]:
+    """Flow-matching loss of one task on clean latents x1 (Eq. 7-9): a scalar per generated
+    modality plus `total`. Given modalities are fed clean; absent ones are not in the sequence."""
+    config: ApolloConfig = model.config
+    spec = task.spec
+    ref = video if video is not None else audio
+    if ref is None:
+        raise ValueError("training_loss needs video or audio latents")
+    b = ref.shape[0]
+    if t is None:
+        t = shift_time(logit_normal(b, mean=logit_mean, std=logit_std, generator=generator, device=ref.device), shift)
+    clean = {"video": video, "audio": audio}
+    noisy: dict[str, Tensor | None] = {"video": None, "audio": None}
+    targets = {}
+    for name, role in (("video", spec.video), ("audio", spec.audio)):
+        x1 = clean[name]
+        if role is Role.ABSENT:
+            continue
+        if x1 is None:
+            raise ValueError(f"task {task.value} needs {name} latents")
+        if role is Role.GIVEN:
+            noisy[name] = x1
+            continue
+        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        tt = video_time(task, t, x1.shape[2]) if name == "video" else t
+        xt = interpolate(x0, x1, tt)
+        if name == "video" and spec.first_frame_given:
+            xt[:, :, 0] = x1[:, :, 0]
+        noisy[name] = xt
+        targets[name] = velocity_target(x0, x1)
+    inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond)
+    pred = velocities(model, task, inputs, {k: v for k, v in noisy.items() if v is not None}, t)
+    losses: dict[str, Tensor] = {}
+    for name, target in targets.items():
+        w = frame_weight(task, clean[name]) if name == "video" else None
+        losses[name] = masked_mse(pred[name], target, w).mean()
+    losses["total"] = sum(losses.values())
+    return losses
