@@ -204,7 +204,7 @@ PRESETS: dict[str, ApolloConfig] = {
         rope_axes=(8, 4, 4),
         video=VideoConfig(latent_channels=4, fps=8.0, temporal_compression=2, spatial_compression=4),
         audio=AudioConfig(latent_channels=4, sample_rate=8000, hop=250, patch=2),
-        text=TextConfig(caption_dim=32, max_caption_tokens=16, speech_dim=32, speech_layers=1, speech_heads=2),
+        text=TextConfig(caption_dim=384, max_caption_tokens=32, speech_dim=32, speech_layers=1, speech_heads=2),
     ),
     # The embedded default, trained on this CPU (see training/configs/apollo-tiny.yaml): 64x64 px,
     # 8 fps, 2 s clips; 16 kHz audio. Sized after shared/design/FEASIBILITY.md (~200 tokens).
