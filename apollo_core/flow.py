@@ -36,9 +36,11 @@ def resolution_shift(tokens: int, *, base_tokens: int = 256, max_tokens: int = 4
     return math.exp(mu)
 
 
-def expand_time(t: Tensor, like: Tensor) -> Tensor:
-    """Broadcast `[B]` time, or `[B, T]` per latent frame (video `[B,C,T,H,W]` or audio `[B,C,T]`),
-    against latents `like`."""
+def expand_time(t: Tensor | float, like: Tensor) -> Tensor:
+    """Broadcast a scalar, `[B]` time, or `[B, T]` per latent frame (video `[B,C,T,H,W]` or audio
+    `[B,C,T]`), against latents `like`."""
+    if not isinstance(t, Tensor) or t.ndim == 0:
+        return torch.as_tensor(t, dtype=like.dtype, device=like.device)
     if t.ndim == 1:
         return t.view(-1, *([1] * (like.ndim - 1))).to(like.dtype)
     if t.ndim == 2:
@@ -65,7 +67,7 @@ def to_velocity(raw: Tensor, x_t: Tensor, t: Tensor, prediction: str, min_gap: f
     raise ValueError(f"unknown prediction {prediction!r}; expected 'velocity' or 'x1'")
 
 
-def clean_estimate(x_t: Tensor, v: Tensor, t: Tensor) -> Tensor:
+def clean_estimate(x_t: Tensor, v: Tensor, t: Tensor | float) -> Tensor:
     """x1_hat = x_t + (1 - t) v: the data the current velocity points at."""
     return x_t + (1.0 - expand_time(t, x_t)) * v
 

@@ -68,11 +68,11 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
             else:
                 x = x_pred  # the endpoint t=1 has no velocity worth a second call
         else:
-            data = {k: clean_estimate(x[k], v[k], torch.tensor(t0)) for k in v}
+            data = {k: clean_estimate(x[k], v[k], t0) for k in v}
             gap = _lambda(t1) - _lambda(t0)
             x, prev_data, prev_lambda_gap = _dpmpp_2m(x, data, prev_data, prev_lambda_gap, gap, t0, t1, last=i == steps - 1), data, gap
         if callback is not None:
-            callback(i + 1, steps, {k: clean_estimate(x[k], v[k], torch.tensor(t1)) if t1 < 1 else x[k] for k in x})
+            callback(i + 1, steps, {k: clean_estimate(x[k], v[k], t1) if (t1 < 1 and k in v) else x[k] for k in x})
     return x
 
 

@@ -1,0 +1,102 @@
+import math
+
+import pytest
+import torch
+
+from apollo_core import flow, sampling
+
+
+def exact_velocity(mu: float, s: float):
+    """Exact marginal velocity for x0 ~ N(0, 1), x1 ~ N(mu, s^2), x_t = t x1 + (1 - t) x0."""
+
+    def v(state, t):
+        x = state["x"]
+        var = t * t * s * s + (1 - t) ** 2
+        cov = t * s * s - (1 - t)
+        return {"x": mu + cov / var * (x - t * mu)}
+
+    return v
+
+
+@pytest.mark.parametrize("solver, steps, tol", [("euler", 200, 0.03), ("heun", 30, 0.02), ("dpmpp_2m", 30, 0.02)])
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_samplers_recover_gaussian_target_moments(solver, steps, tol, shift):
+    mu, s = 2.0, 0.5
+    x0 = torch.randn(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sampling.sample(exact_velocity(mu, s), {"x": x0}, steps=steps, shift=shift, solver=solver)["x"]
+    assert abs(out.mean().item() - mu) < tol
+    assert abs(out.std().item() - s) < tol
+
+
+def test_higher_order_solvers_beat_euler_at_equal_steps():
+    mu, s = 2.0, 0.5
+    x0 = torch.randn(50_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    err = {}
+    for solver in ("euler", "heun", "dpmpp_2m"):
+        out = sampling.sample(exact_velocity(mu, s), {"x": x0}, steps=8, solver=solver)["x"]
+        err[solver] = abs(out.std().item() - s)
+    assert err["heun"] < err["euler"] and err["dpmpp_2m"] < err["euler"], err
+
+
+def test_zero_velocity_content_stays_fixed_in_every_solver():
+    given = torch.randn(10, dtype=torch.float64)
+    for solver in sampling.Solver:
+        out = sampling.sample(lambda st, t: {"x": torch.zeros_like(st["x"])}, {"x": given}, steps=5, solver=solver)
+        assert torch.allclose(out["x"], given, atol=1e-12), solver
+
+
+def test_callback_sees_every_step():
+    seen = []
+    sampling.sample(exact_velocity(0.0, 1.0), {"x": torch.zeros(4)}, steps=6, callback=lambda i, n, x: seen.append((i, n)))
+    assert seen == [(i, 6) for i in range(1, 7)]
+
+
+def test_time_grid_and_shift():
+    grid = sampling.time_grid(4, shift=3.0)
+    assert grid[0] == 0.0 and grid[-1] == 1.0 and all(a < b for a, b in zip(grid, grid[1:]))
+    # shift > 1 spends steps near noise: the midpoint moves towards t=0
+    assert flow.shift_time(torch.tensor(0.5), 3.0) < 0.5
+    with pytest.raises(ValueError):
+        sampling.time_grid(0)
+    with pytest.raises(ValueError, match="sampler"):
+        sampling.sample(exact_velocity(0, 1), {"x": torch.zeros(1)}, steps=2, solver="ddim")
+
+
+def test_guidance_per_modality():
+    c = {"video": torch.ones(2), "audio": torch.ones(2)}
+    u = {"video": torch.zeros(2), "audio": torch.zeros(2)}
+    g = sampling.guided(c, u, {"video": 5.0, "audio": 2.0})
+    assert torch.equal(g["video"], torch.full((2,), 5.0)) and torch.equal(g["audio"], torch.full((2,), 2.0))
+
+
+def test_logit_normal_and_interpolation():
+    t = flow.logit_normal(100_000, generator=torch.Generator().manual_seed(0))
+    assert 0 < t.min() and t.max() < 1 and abs(t.median().item() - 0.5) < 0.01
+    x0, x1 = torch.zeros(2, 3, 4), torch.ones(2, 3, 4)
+    xt = flow.interpolate(x0, x1, torch.tensor([0.25, 1.0]))
+    assert torch.allclose(xt[0], torch.full((3, 4), 0.25)) and torch.allclose(xt[1], torch.ones(3, 4))
+    assert torch.equal(flow.velocity_target(x0, x1), x1 - x0)
+
+
+def test_x1_prediction_converts_to_velocity():
+    x0, x1 = torch.randn(3, 2, 5), torch.randn(3, 2, 5)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    xt = flow.interpolate(x0, x1, t)
+    v = flow.to_velocity(x1, xt, t, "x1")  # a perfect x1 prediction gives the exact velocity
+    assert torch.allclose(v, x1 - x0, atol=1e-5)
+    assert torch.allclose(flow.clean_estimate(xt, v, t), x1, atol=1e-5)
+    with pytest.raises(ValueError):
+        flow.to_velocity(x1, xt, t, "eps")
+
+
+def test_masked_mse_ignores_weighted_out_elements():
+    pred, target = torch.zeros(2, 1, 4, 1, 1), torch.ones(2, 1, 4, 1, 1)
+    target[:, :, 0] = 100.0
+    w = torch.ones(2, 1, 4, 1, 1)
+    w[:, :, 0] = 0
+    assert torch.allclose(flow.masked_mse(pred, target, w), torch.ones(2))
+
+
+def test_resolution_shift_grows_with_tokens():
+    assert flow.resolution_shift(4096) > flow.resolution_shift(256)
+    assert math.isclose(flow.resolution_shift(256), math.exp(0.5))

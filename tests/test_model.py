@@ -1,0 +1,194 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from apollo_core.config import get_preset
+from apollo_core.model.block import BlockContext
+from apollo_core.model.dit import ApolloDiT
+from apollo_core.model.layers import CastLinear
+from apollo_core.objective import Conditioning, assemble
+from apollo_core.streams import ApolloInputs
+from apollo_core.tasks import Task
+
+CFG = get_preset("debug")
+
+
+def _model(config=CFG, seed=0, attention="math"):
+    torch.manual_seed(seed)
+    m = ApolloDiT(config, attention=attention)
+    with torch.no_grad():  # leave adaLN-Zero's identity start: random weights exercise every path
+        for p in m.parameters():
+            p.normal_(0, 0.08)
+    return m.eval()
+
+
+def _cond(b=2, lv=5, la=4, s=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    d = CFG.text.caption_dim
+    return Conditioning(torch.randn(b, lv, d, generator=g), torch.ones(b, lv, dtype=torch.bool),
+                        torch.randn(b, la, d, generator=g), torch.ones(b, la, dtype=torch.bool),
+                        torch.randint(0, 256, (b, s), generator=g), torch.ones(b, s, dtype=torch.bool))
+
+
+def _latents(b=2, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 4, 4, 8, 8, generator=g), torch.randn(b, 4, 64, generator=g)
+
+
+def _run_with_key_mask(model, inputs, keep):
+    """The paper's formulation: every stream in the sequence, absent ones removed by a key mask."""
+    x, ctx = model.prepare(inputs)
+    b = inputs.batch
+    parts = [torch.full((b, s.length), name in keep, dtype=torch.bool) for name, s in ctx.streams.items()]
+    ctx = BlockContext(ctx.streams, torch.cat(parts, dim=1))
+    for block in model.blocks:
+        x = block(x, ctx)
+    return model.finalize(x, ctx, inputs)
+
+
+@pytest.mark.parametrize("task, keep, out", [
+    (Task.T2V, ("video", "video_text"), "video"),
+    (Task.TI2V, ("video", "video_text"), "video"),
+    (Task.T2A, ("audio_text", "audio"), "audio"),
+])
+def test_dropping_absent_streams_equals_dense_masked_attention(task, keep, out):
+    model = _model()
+    video, audio = _latents()
+    t = torch.tensor([0.3, 0.7])
+    cond = _cond()
+    dropped = assemble(CFG, task, video=video, audio=audio, t=t, cond=cond)
+    assert set(dropped.active()) == set(keep)
+    full = assemble(CFG, Task.TI2AV if task.spec.first_frame_given else Task.T2AV, video=video, audio=audio, t=t, cond=cond)
+    with torch.no_grad():
+        a = model(dropped)[out]
+        b = _run_with_key_mask(model, full, keep)[out]
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_dual_tower_couples_only_through_cross_attention():
+    model = _model(CFG.replace(architecture="dual_tower"))
+    video, audio = _latents()
+    cond, t = _cond(), torch.tensor([0.5, 0.5])
+
+    def video_out(a):
+        with torch.no_grad():
+            return model(assemble(CFG, Task.T2AV, video=video, audio=a, t=t, cond=cond))["video"]
+
+    assert (video_out(audio) - video_out(audio * 2)).abs().max() > 1e-4
+    with torch.no_grad():
+        for block in model.blocks:
+            block.video_from_audio.out.weight.zero_()
+            block.video_from_audio.out.bias.zero_()
+    assert torch.allclose(video_out(audio), video_out(audio * 2), atol=1e-6)
+
+
+def test_forward_is_the_block_loop():
+    model = _model()
+    video, audio = _latents()
+    inputs = assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.2, 0.9]), cond=_cond())
+    with torch.no_grad():
+        ref = model(inputs)
+        x, ctx = model.prepare(inputs)
+        for block in model.blocks:
+            x = block(x, ctx)
+        out = model.finalize(x, ctx, inputs)
+    for k in ref:
+        assert torch.equal(ref[k], out[k])
+    assert ref["video"].shape == video.shape and ref["audio"].shape == audio.shape
+
+
+def test_joint_attention_couples_audio_and_video():
+    model = _model()
+    video, audio = _latents()
+    cond = _cond()
+    t = torch.tensor([0.5, 0.5])
+    with torch.no_grad():
+        a = model(assemble(CFG, Task.T2AV, video=video, audio=audio, t=t, cond=cond))["video"]
+        b = model(assemble(CFG, Task.T2AV, video=video, audio=audio * 2, t=t, cond=cond))["video"]
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_per_token_timesteps_match_naive_per_token_embedding(monkeypatch):
+    model = _model()
+    video, audio = _latents()
+    inputs = assemble(CFG, Task.TI2AV, video=video, audio=audio, t=torch.tensor([0.25, 0.6]), cond=_cond())
+    assert len(torch.unique(inputs.video.timesteps)) == 3  # given frame at 1, two noise levels
+    with torch.no_grad():
+        fast = model(inputs)
+
+        def naive(timesteps, dt):
+            b, n = timesteps.shape
+            return model.time_embed(timesteps.reshape(-1), dt), torch.arange(b * n).view(b, n)
+
+        monkeypatch.setattr(model, "_time", naive)
+        slow = model(inputs)
+    for k in fast:
+        assert torch.allclose(fast[k], slow[k], atol=1e-5)
+
+
+def test_padded_caption_tokens_are_ignored():
+    model = _model()
+    video, audio = _latents(b=1)
+    t = torch.tensor([0.4])
+    short = _cond(b=1, lv=3)
+    padded = Conditioning.cat([short, _cond(b=1, lv=7, seed=9)]).index(torch.tensor([0]))
+    assert padded.video_tokens.shape[1] == 7 and padded.video_mask.sum() == 3
+    with torch.no_grad():
+        a = model(assemble(CFG, Task.T2AV, video=video, audio=audio, t=t, cond=short))
+        b = model(assemble(CFG, Task.T2AV, video=video, audio=audio, t=t, cond=padded))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5)
+
+
+def test_operations_are_injected():
+    calls = []
+
+    class CountingLinear(CastLinear):
+        def forward(self, x):
+            calls.append(1)
+            return super().forward(x)
+
+    model = ApolloDiT(CFG, attention="sdpa", operations=SimpleNamespace(Linear=CountingLinear))
+    video, audio = _latents()
+    with torch.no_grad():
+        model(assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.5, 0.5]), cond=_cond()))
+    assert len(calls) > 20
+    assert all(type(m) is not torch.nn.Linear for m in model.modules())
+
+
+def test_zero_init_model_predicts_zero():
+    """adaLN-Zero and zero heads: a fresh model outputs exactly zero (a stable start)."""
+    model = ApolloDiT(CFG, attention="sdpa")
+    video, audio = _latents()
+    with torch.no_grad():
+        out = model(assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.5, 0.5]), cond=_cond()))
+    assert all(torch.count_nonzero(v) == 0 for v in out.values())
+
+
+def test_bf16_model_close_to_fp32():
+    model = _model(attention="sdpa")
+    video, audio = _latents()
+    inputs = assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.5, 0.8]), cond=_cond())
+    with torch.no_grad():
+        ref = model(inputs)
+        model.to(torch.bfloat16).compute_dtype = torch.bfloat16
+        low = model(inputs)
+    for k in ref:
+        rel = (low[k] - ref[k]).norm() / ref[k].norm()
+        assert rel < 0.05, (k, rel)
+
+
+def test_wrong_shapes_raise_clear_errors():
+    model = _model()
+    video, audio = _latents()
+    with pytest.raises(ValueError, match="channels"):
+        model(assemble(CFG, Task.T2V, video=video[:, :3], audio=None, t=torch.tensor([0.5, 0.5]), cond=_cond()))
+    with pytest.raises(ValueError, match="multiple of the patch"):
+        model(assemble(CFG, Task.T2V, video=video[..., :7], audio=None, t=torch.tensor([0.5, 0.5]), cond=_cond()))
+    bad = _cond()
+    bad = Conditioning(bad.video_tokens[..., :10], bad.video_mask, bad.audio_tokens, bad.audio_mask, bad.speech, bad.speech_mask)
+    with pytest.raises(ValueError, match="384-d"):
+        model(assemble(CFG, Task.T2V, video=video, audio=None, t=torch.tensor([0.5, 0.5]), cond=bad))
+    with pytest.raises(ValueError, match="video or an audio"):
+        model(ApolloInputs())
