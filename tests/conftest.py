@@ -1,0 +1,155 @@
+"""Shared ComfyUI fixtures: one ComfyUI tree, one server and one in-process import per session.
+
+The session server loads this repository (as `apollo-av`) next to a tiny probe pack written
+below. The probe is a test fixture that exercises the ComfyUI features the Apollo nodes rely on:
+a V3 node registered through NODE_CLASS_MAPPINGS, progress with JPEG previews, interrupts, a
+runtime error, WEB_DIRECTORY JavaScript, `workflows/` templates, and the harness's network guard.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator
+
+import pytest
+
+# --import-mode=importlib puts no test folder on sys.path; test files import comfy_harness.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_harness  # noqa: E402
+
+PROBE_PACK_NAME = "apollo-harness-probe"
+PROBE_NODE_ID = "ApolloHarnessProbe"
+PROBE_ENTRYPOINT_ONLY_ID = "ApolloHarnessProbeEntrypointOnly"
+PROBE_BLOCKED_HOST = "apollo-harness-probe.invalid"
+
+_PROBE_INIT = f'''"""Harness probe pack (test fixture written by tests/conftest.py)."""
+import socket
+import time
+
+import torch
+from PIL import Image
+
+import comfy.model_management
+import comfy.utils
+from comfy_api.latest import ComfyExtension, io, ui
+
+try:  # the harness's audit hook must refuse this lookup before any DNS traffic
+    socket.getaddrinfo("{PROBE_BLOCKED_HOST}", 80)
+    NETWORK_REFUSED = False
+except PermissionError:
+    NETWORK_REFUSED = True
+except OSError:
+    NETWORK_REFUSED = False
+
+
+class ApolloHarnessProbe(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="{PROBE_NODE_ID}", display_name="Apollo Harness Probe", category="_harness_probe",
+            inputs=[io.Int.Input("steps", default=3, min=1, max=100000),
+                    io.Float.Input("delay", default=0.0, min=0.0, max=1.0, step=0.01),
+                    io.Boolean.Input("fail", default=False)],
+            outputs=[io.Image.Output()],
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True)
+
+    @classmethod
+    def execute(cls, steps, delay, fail):
+        pbar = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
+        preview = Image.new("RGB", (96, 64), (255, 0, 0))
+        for step in range(steps):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            time.sleep(delay)
+            pbar.update_absolute(step + 1, steps, ("JPEG", preview, 32))
+        if fail:
+            raise ValueError("fail: the probe was asked to fail; set fail to False")
+        image = torch.zeros(1, 32, 48, 3)
+        image[..., 0] = 1.0
+        return io.NodeOutput(image, ui=ui.PreviewText(f"steps={{steps}} network_refused={{NETWORK_REFUSED}}"))
+
+
+class ApolloHarnessProbeEntrypointOnly(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="{PROBE_ENTRYPOINT_ONLY_ID}", category="_harness_probe",
+                         outputs=[io.Int.Output()])
+
+    @classmethod
+    def execute(cls):
+        return io.NodeOutput(1)
+
+
+class _ProbeExtension(ComfyExtension):
+    async def get_node_list(self):
+        return [ApolloHarnessProbe, ApolloHarnessProbeEntrypointOnly]
+
+
+async def comfy_entrypoint():
+    return _ProbeExtension()
+
+
+NODE_CLASS_MAPPINGS = {{ApolloHarnessProbe.define_schema().node_id: ApolloHarnessProbe}}
+NODE_DISPLAY_NAME_MAPPINGS = {{"{PROBE_NODE_ID}": "Apollo Harness Probe"}}
+WEB_DIRECTORY = "./web"
+'''
+
+_PROBE_JS = f'''import {{ app }} from "../../scripts/app.js";
+
+app.registerExtension({{
+  name: "apollo.harnessProbe",
+  async beforeRegisterNodeDef(nodeType, nodeData) {{
+    if (nodeData.name === "{PROBE_NODE_ID}") window.__apolloProbeNodeDef = nodeData.display_name;
+  }},
+  async setup() {{
+    window.__apolloProbeSetup = true;
+  }},
+}});
+'''
+
+PROBE_WORKFLOW = {
+    "last_node_id": 1, "last_link_id": 0,
+    "nodes": [{"id": 1, "type": PROBE_NODE_ID, "pos": [100, 100], "size": [320, 130], "flags": {},
+               "order": 0, "mode": 0, "inputs": [],
+               "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": None}],
+               "properties": {}, "widgets_values": [4, 0.0, False]}],
+    "links": [], "groups": [], "config": {}, "extra": {}, "version": 0.4,
+}
+
+
+def write_probe_pack(folder: Path) -> Path:
+    (folder / "web").mkdir(parents=True, exist_ok=True)
+    (folder / "workflows").mkdir(exist_ok=True)
+    (folder / "__init__.py").write_text(_PROBE_INIT, encoding="utf-8")
+    (folder / "web" / "probe.js").write_text(_PROBE_JS, encoding="utf-8")
+    (folder / "workflows" / "probe_workflow.json").write_text(json.dumps(PROBE_WORKFLOW), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def comfy_probe() -> SimpleNamespace:
+    """Names the probe pack uses, for assertions."""
+    return SimpleNamespace(pack=PROBE_PACK_NAME, node_id=PROBE_NODE_ID, blocked_host=PROBE_BLOCKED_HOST,
+                           entrypoint_only_id=PROBE_ENTRYPOINT_ONLY_ID, workflow=PROBE_WORKFLOW)
+
+
+@pytest.fixture(scope="session")
+def comfy_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return comfy_harness.prepare_tree(tmp_path_factory.mktemp("comfy-tree"))
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory: pytest.TempPathFactory, comfy_tree: Path
+                 ) -> Iterator[comfy_harness.ComfyServer]:
+    probe = write_probe_pack(tmp_path_factory.mktemp("probe-pack"))
+    nodes = {comfy_harness.PACK_FOLDER_NAME: comfy_harness.REPO_ROOT, PROBE_PACK_NAME: probe}
+    with comfy_harness.ComfyServer(tmp_path_factory.mktemp("comfy-base"), tree=comfy_tree,
+                                   custom_nodes=nodes) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def comfy_in_process(tmp_path_factory: pytest.TempPathFactory):
+    return comfy_harness.import_comfy_in_process(tmp_path_factory.mktemp("comfy-in-process"))
