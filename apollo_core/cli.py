@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import memory
 from .config import PRESETS, get_preset
@@ -36,6 +37,57 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from . import avio
+    from .pipeline import Request, generate, load_bundle
+    from .tasks import Task
+
+    started = time.perf_counter()
+    task = Task.parse(args.task)
+    out = Path(args.out)
+    wants_wav = task is Task.T2A
+    if wants_wav and out.suffix.lower() != ".wav":
+        raise ValueError(f"--out {out}: task t2a writes audio only; give a .wav path")
+    if not wants_wav and out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out {out}: task {task.value} writes a video; give a .mp4 path")
+    if task.needs_image and not args.image:
+        raise ValueError(f"task {task.value} needs a reference image: add --image PATH.png")
+    if task.needs_video and not args.video:
+        raise ValueError(f"task {task.value} needs an input video: add --video PATH.mp4")
+    if task.needs_audio and not args.audio:
+        raise ValueError(f"task {task.value} needs an input audio: add --audio PATH.wav")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    bundle = load_bundle(args.checkpoint, attention=args.attention)
+    config = bundle.config
+    image = video = audio = None
+    if task.needs_image:
+        image = avio.read_image(args.image)
+    if task.needs_video:
+        video = avio.read_video(args.video, fps=config.video.fps, max_seconds=args.seconds).frames
+    if task.needs_audio:
+        audio, _ = avio.read_audio(args.audio, sample_rate=config.audio.sample_rate, mono=True, max_seconds=args.seconds)
+    request = Request(task=task, video_prompt=args.video_prompt, audio_prompt=args.audio_prompt, speech=args.speech,
+                      negative_video=args.negative_video, negative_audio=args.negative_audio, image=image, video=video,
+                      audio=audio, seconds=args.seconds, width=args.width, height=args.height, steps=args.steps,
+                      video_cfg=args.video_cfg, audio_cfg=args.audio_cfg, shift=args.shift, solver=args.sampler,
+                      seed=args.seed)
+    with tqdm(total=args.steps, desc=f"apollo-av {task.value}", unit="step", disable=args.quiet) as bar:
+        clip = generate(bundle, request, callback=lambda i, n, _x: bar.update(1))
+    if wants_wav:
+        avio.write_wav(out, clip.waveform, clip.sample_rate)
+    else:
+        avio.write_mp4(out, clip, display_size=args.display_size or None,
+                       metadata={"comment": f"apollo-av {task.value} seed={args.seed}"})
+    elapsed = time.perf_counter() - started
+    print(f"wrote {out} ({clip.duration:.2f} s) in {elapsed:.2f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apollo-av", description="APOLLO unified audio-video generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--fps", type=float)
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=_info)
+
+    gen = sub.add_parser("generate", help="generate a clip (defaults to the embedded apollo-tiny)")
+    gen.add_argument("--task", default="t2av", help="t2av, ti2av, ti2v, t2v, t2a, v2a or a2v")
+    gen.add_argument("--video-prompt", default="")
+    gen.add_argument("--audio-prompt", default="")
+    gen.add_argument("--speech", default="", help="speech transcript (talker scenes)")
+    gen.add_argument("--negative-video", default="")
+    gen.add_argument("--negative-audio", default="")
+    gen.add_argument("--image", help="reference image for ti2v / ti2av")
+    gen.add_argument("--video", help="input video for v2a")
+    gen.add_argument("--audio", help="input audio for a2v")
+    gen.add_argument("--seconds", type=float)
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--steps", type=int, default=25)
+    gen.add_argument("--video-cfg", type=float, default=3.0)
+    gen.add_argument("--audio-cfg", type=float, default=3.0)
+    gen.add_argument("--shift", type=float, default=1.0)
+    gen.add_argument("--sampler", default="euler", help="euler, heun or dpmpp_2m")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--checkpoint", help="folder with model + codecs, or a model file (default: embedded apollo-tiny)")
+    gen.add_argument("--attention", default="auto", help="auto, sdpa, math, flash_attn or sage")
+    gen.add_argument("--display-size", type=int, default=256, help="upscale frames so the larger side is this (0: keep)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--out", required=True, help="OUT.mp4 (or OUT.wav for t2a)")
+    gen.set_defaults(func=_generate)
     return parser
 
 
