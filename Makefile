@@ -4,8 +4,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_OUT ?= out/demo.mp4
 
-.PHONY: venv demo test info
+.PHONY: venv demo test chromium
 
 venv: $(STAMP)
 
@@ -16,11 +17,15 @@ $(STAMP): requirements/lock.txt requirements/no-deps.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-info: $(STAMP)
-	$(VENV)/bin/apollo-av info --preset apollo-tiny
+# The browser test drives Debian's Chromium (Playwright's own browser download is not used).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: $(STAMP)
-	$(VENV)/bin/apollo-av info --preset apollo-tiny
+	$(VENV)/bin/apollo-av generate --task t2av \
+		--video-prompt "a small red circle bounces on a dark blue background" \
+		--audio-prompt "a low knock each time it hits the floor" --out $(DEMO_OUT)
+	@echo "demo clip: $(abspath $(DEMO_OUT))"
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
