@@ -71,9 +71,8 @@ def test_minilm_shapes_masks_truncation(minilm: MiniLMEncoder) -> None:
     assert emb.mask.sum(1).tolist() == [4, 2, 8]  # [CLS] a cat [SEP]; [CLS] [SEP]; truncated to 8
     assert emb.tokens[~emb.mask].abs().max() == 0  # padding is zero
     assert minilm.encode(["a cat"], 32).tokens.shape == (1, 4, 384)  # L is the longest row, not max_tokens
-    ids, _ = minilm._encoder.token_ids(texts, 8)
-    tok = minilm._encoder.tokenizer
-    assert ids[2, 0] == tok.cls_token_id and ids[2, 7] == tok.sep_token_id  # truncation keeps [SEP]
+    ids, _ = minilm.token_ids(texts, 8)
+    assert ids[2, 0] == 101 and ids[2, 7] == 102  # [CLS] ... [SEP]: truncation keeps [SEP]
     with pytest.raises(ValueError, match="max_tokens"):
         minilm.encode(["a cat"], 1)
     with pytest.raises(ValueError, match="list of strings"):
@@ -84,7 +83,7 @@ def test_minilm_is_deterministic_cached_and_trainable_downstream(minilm: MiniLME
     texts = ["rain falls on a tin roof", "a crowd cheers"]
     a, b = minilm.encode(texts, 16), minilm.encode(texts, 16)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.mask, b.mask)
-    assert MiniLMEncoder()._encoder.model is minilm._encoder.model  # per-path cache
+    assert MiniLMEncoder().backend is minilm.backend  # per-path cache
     head = torch.nn.Linear(384, 4)
     head(a.tokens).sum().backward()  # outputs are ordinary tensors, not inference-mode ones
     assert head.weight.grad is not None
@@ -137,7 +136,7 @@ def test_hf_encoder_bad_paths(tmp_path: Path, tiny_qwen: Path) -> None:
 
 def test_load_text_encoder_default_is_minilm(minilm: MiniLMEncoder) -> None:
     enc = load_text_encoder()
-    assert isinstance(enc, MiniLMEncoder) and enc._encoder.model is minilm._encoder.model
+    assert isinstance(enc, MiniLMEncoder) and enc.backend is minilm.backend
     assert isinstance(load_text_encoder("MiniLM"), MiniLMEncoder)
 
 

