@@ -88,6 +88,17 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    # The benchmarks package sits beside the core (it reads the synthetic world's ground truth);
+    # the command line is the composition root, so only this command imports it.
+    try:
+        from benchmarks.cli import main as bench_main
+    except ImportError as exc:
+        raise ValueError(f"the benchmarks package is not installed ({exc}); install the repository with "
+                         "`pip install -e .`") from None
+    return bench_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apollo-av", description="APOLLO unified audio-video generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.add_argument("--out", required=True, help="OUT.mp4 (or OUT.wav for t2a)")
     gen.set_defaults(func=_generate)
+
+    bench = sub.add_parser("bench", add_help=False, help="benchmarks: quality, perf (see `apollo-av bench --help`)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_bench)
     return parser
 
 
