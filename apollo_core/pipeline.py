@@ -142,6 +142,24 @@ def encode_waveform(codec: AudioCodec, waveform: Tensor) -> Tensor:
         return codec.encode(waveform.float())
 
 
+def decode_video(codec: VideoCodec, latents: Tensor, frames: int | None = None, chunk_frames: int = 0) -> Tensor:
+    """Latents `[B, C, T', H', W']` -> frames `[B, T, H, W, 3]` 0..1, cut to `frames`. With
+    chunk_frames > 0 and a codec offering `decode_chunked`, that many latent frames are decoded at a
+    time (same frames, bounded memory for long clips)."""
+    chunked = getattr(codec, "decode_chunked", None)
+    with torch.no_grad():
+        z = latents.float()
+        x = chunked(z, chunk_frames) if chunk_frames > 0 and chunked is not None else codec.decode(z)  # [B, 3, T, H, W]
+    return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1)[:, :frames].contiguous()
+
+
+def decode_audio(codec: AudioCodec, latents: Tensor, samples: int) -> Tensor:
+    """Latents `[B, C, T]` -> waveform `[B, channels, samples]` in -1..1 (trimmed or zero-padded)."""
+    with torch.no_grad():
+        w = codec.decode(latents.float()).clamp(-1, 1)  # [B, channels, T * hop]
+    return torch.stack([fit_audio(x, samples) for x in w])
+
+
 def decode(bundle: Bundle, latents: dict[str, Tensor], geo: Geometry) -> tuple[Tensor | None, Tensor | None]:
     """-> frames `[B, T, H, W, 3]` 0..1 and waveform `[B, C, S]`, both cut to the clip length."""
     frames = wave = None

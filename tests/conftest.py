@@ -153,3 +153,87 @@ def comfy_server(tmp_path_factory: pytest.TempPathFactory, comfy_tree: Path
 @pytest.fixture(scope="session")
 def comfy_in_process(tmp_path_factory: pytest.TempPathFactory):
     return comfy_harness.import_comfy_in_process(tmp_path_factory.mktemp("comfy-in-process"))
+
+
+# -- APOLLO node pack: a tiny random model bundle in the servers' models/apollo --------------
+APOLLO_BUNDLE_NAME = "apollo-debug"
+
+
+def write_debug_bundle(folder: Path) -> Path:
+    """A random debug-preset model + tiny codecs in the bundle layout load_bundle reads. The weights
+    are jittered away from adaLN-Zero's zeros so the output depends on the prompt and the inputs."""
+    import torch
+
+    from apollo_core.checkpoint import save_model
+    from apollo_core.codecs import TinyAudioVAE, TinyVideoVAE, save_codec
+    from apollo_core.config import get_preset
+    from apollo_core.model.dit import ApolloDiT
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = ApolloDiT(get_preset("debug"))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    save_model(folder / "model.safetensors", model,
+               extra={"text_encoder": "minilm", "defaults": {"seconds": 2.0, "width": 32, "height": 32}})
+    save_codec(folder / "video_codec.safetensors",
+               TinyVideoVAE(latent_channels=4, temporal_compression=2, spatial_compression=4, fps=8.0))
+    save_codec(folder / "audio_codec.safetensors", TinyAudioVAE(latent_channels=4, sample_rate=8000, hop=250))
+    return folder
+
+
+def install_bundle(bundle: Path, models_dir: Path) -> Path:
+    """Link the bundle into `<models>/apollo/apollo-debug` (ComfyUI lists it as apollo-debug/...)."""
+    link = models_dir / "apollo" / APOLLO_BUNDLE_NAME
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(bundle, target_is_directory=True)
+    return link
+
+
+@pytest.fixture(scope="session")
+def apollo_bundle(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The debug bundle and the names ComfyUI lists for it in the loaders' combos."""
+    folder = write_debug_bundle(tmp_path_factory.mktemp("apollo-bundle") / APOLLO_BUNDLE_NAME)
+    return SimpleNamespace(folder=folder, model=f"{APOLLO_BUNDLE_NAME}/model.safetensors",
+                           video_codec=f"{APOLLO_BUNDLE_NAME}/video_codec.safetensors",
+                           audio_codec=f"{APOLLO_BUNDLE_NAME}/audio_codec.safetensors")
+
+
+@pytest.fixture(scope="session")
+def apollo_server(comfy_server: comfy_harness.ComfyServer, apollo_bundle: SimpleNamespace
+                  ) -> comfy_harness.ComfyServer:
+    """The session server with the debug bundle in its models/apollo folder."""
+    install_bundle(apollo_bundle.folder, comfy_server.models_dir)
+    return comfy_server
+
+
+@pytest.fixture(scope="session")
+def apollo_pack(comfy_in_process, apollo_bundle: SimpleNamespace):
+    """This repository imported in-process as ComfyUI would, with the debug bundle installed."""
+    import folder_paths
+
+    install_bundle(apollo_bundle.folder, Path(folder_paths.models_dir))
+    return comfy_harness.import_pack_in_process()
+
+
+def apollo_api_workflow(task: str, bundle: SimpleNamespace, *, steps: int = 2) -> dict:
+    """workflows/api/<task>.json with the debug bundle in place of the embedded apollo-tiny and few
+    steps, so the shipped workflows run in tests now and after apollo-tiny ships."""
+    prompt = json.loads((comfy_harness.REPO_ROOT / "workflows" / "api" / f"{task}.json").read_text(encoding="utf-8"))
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "ApolloModelLoader":
+            inputs["checkpoint"] = bundle.model
+        elif node["class_type"] == "ApolloCodecLoader":
+            inputs.update(video_codec=bundle.video_codec, audio_codec=bundle.audio_codec)
+        elif node["class_type"] == "ApolloSampler":
+            inputs["steps"] = steps
+    return prompt
+
+
+@pytest.fixture(scope="session")
+def apollo_workflow(apollo_bundle: SimpleNamespace):
+    """`apollo_workflow(task, steps=2)` -> the shipped API workflow, runnable on the debug bundle."""
+    return lambda task, steps=2: apollo_api_workflow(task, apollo_bundle, steps=steps)
