@@ -1,0 +1,4 @@
+"""`python -m training` / `accelerate launch -m training`: same as `apollo-train`."""
+from .cli import main
+
+raise SystemExit(main())

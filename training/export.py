@@ -1,0 +1,86 @@
+"""Export: EMA weights -> an inference bundle that apollo_core and the ComfyUI loader read directly.
+
+A bundle is a folder holding `model.safetensors` (the model config and, in its metadata, the
+caption encoder and the clip size it was trained at) beside `video_codec.safetensors` and
+`audio_codec.safetensors` (apollo_core.pipeline.load_bundle's layout; the embedded default is such
+a folder). The run's codecs are copied in, so the folder is self-contained.
+
+    python -m training.export RUN_OR_CHECKPOINT OUT_FOLDER [--weight-dtype bf16] [--raw]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from apollo_core.checkpoint import WEIGHT_DTYPES, load_model, save_model
+from apollo_core.codecs import save_codec
+from apollo_core.model.dit import ApolloDiT
+from apollo_core.pipeline import AUDIO_CODEC_FILE, MODEL_FILE, VIDEO_CODEC_FILE
+
+from .checkpointing import TRAINER_FILE, host_model, resolve_resume
+from .config import CODEC_RANDOM, RunConfig, parse_config
+from .data.encode import build_codecs
+from .data.prepare import clip_format
+
+
+def bundle_extra(cfg: RunConfig, text_encoder: str, **more: Any) -> dict[str, Any]:
+    clip = cfg.data.clip
+    return {"text_encoder": text_encoder,
+            "defaults": {"width": clip.width, "height": clip.height, "seconds": clip.seconds},
+            "codecs": {"video": cfg.codecs.video, "audio": cfg.codecs.audio}, **more}
+
+
+def write_bundle(folder: str | os.PathLike, model: ApolloDiT, cfg: RunConfig, *, extra: dict[str, Any],
+                 weight_dtype: str = "fp32") -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(folder / MODEL_FILE, model, weight_dtype=weight_dtype, extra=extra)
+    random = None
+    for spec, name, index in ((cfg.codecs.video, VIDEO_CODEC_FILE, 0), (cfg.codecs.audio, AUDIO_CODEC_FILE, 1)):
+        if spec == CODEC_RANDOM:  # rebuilt from its seed: the same codec the run encoded with
+            random = random or build_codecs(model.config, cfg.codecs, clip_format(cfg, model.config))
+            save_codec(folder / name, random[index], extra={"untrained": True, "seed": cfg.codecs.seed})
+        else:
+            tmp = folder / f".{name}.tmp"
+            shutil.copyfile(Path(spec).expanduser(), tmp)
+            os.replace(tmp, folder / name)
+    return folder
+
+
+def export_state(state: dict[str, torch.Tensor], cfg: RunConfig, folder: str | os.PathLike, *,
+                 extra: dict[str, Any], weight_dtype: str = "fp32") -> Path:
+    """A full state dict (e.g. the gathered EMA weights) -> bundle folder."""
+    return write_bundle(folder, host_model(cfg.model.build(), state), cfg, extra=extra, weight_dtype=weight_dtype)
+
+
+def export_checkpoint(source: str | os.PathLike, folder: str | os.PathLike, *, weight_dtype: str = "fp32",
+                      use_ema: bool = True) -> Path:
+    """A training checkpoint (or a run folder: its latest checkpoint) -> bundle folder."""
+    ckpt = resolve_resume(source)
+    state = json.loads((ckpt / TRAINER_FILE).read_text())
+    cfg = parse_config(state["config"], source=str(ckpt / TRAINER_FILE))
+    model = load_model(ckpt / ("ema.safetensors" if use_ema else "model.safetensors"), attention="math")
+    extra = bundle_extra(cfg, state.get("text_encoder", "minilm"), step=state["step"], ema=use_ema,
+                         eval=state.get("last_eval", {}), source=str(ckpt))
+    return write_bundle(folder, model, cfg, extra=extra, weight_dtype=weight_dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="a checkpoint folder step-XXXXXXXX, or a run's output folder (latest checkpoint)")
+    parser.add_argument("out", help="the bundle folder to write (model.safetensors + codecs)")
+    parser.add_argument("--weight-dtype", default="fp32", choices=sorted(WEIGHT_DTYPES))
+    parser.add_argument("--raw", action="store_true", help="export the training weights instead of the EMA")
+    args = parser.parse_args(argv)
+    print(export_checkpoint(args.source, args.out, weight_dtype=args.weight_dtype, use_ema=not args.raw))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
