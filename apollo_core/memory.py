@@ -13,6 +13,7 @@ from torch import nn
 
 from .config import ApolloConfig
 from .model.dit import ApolloDiT
+from .model.layers import Modulation
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8_e4m3fn": 1}
 
@@ -67,7 +68,10 @@ def token_counts(config: ApolloConfig, clip: ClipSize, *, caption_tokens: int | 
 
 
 def _linear_macs_per_token(module: nn.Module) -> int:
-    return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
+    """Linear MACs each token pays; adaLN modulation runs once per distinct timestep, not per token."""
+    per_step = {id(m.lin) for m in module.modules() if isinstance(m, Modulation)}
+    return sum(m.in_features * m.out_features for m in module.modules()
+               if isinstance(m, nn.Linear) and id(m) not in per_step)
 
 
 def estimate(config: ApolloConfig, clip: ClipSize, *, caption_tokens: int | None = None,
@@ -85,7 +89,7 @@ def estimate(config: ApolloConfig, clip: ClipSize, *, caption_tokens: int | None
     flops = 0.0
     block = model.blocks[0]
     if config.architecture == "single_tower":
-        per_stream = {n: _linear_macs_per_token(block.layers[n]) for n in block.layers}
+        per_stream = {n: _linear_macs_per_token(block.layers[n]) for n in block.layers}  # a full (not last) block
         attn_pairs = n_total * n_total
     else:
         per_stream = {n: _linear_macs_per_token(tower.layers[n]) for tower in (block.video_tower, block.audio_tower)

@@ -41,7 +41,10 @@ def test_round_trip_is_exact_and_keeps_config(trained):
     inputs = _inputs()
     with torch.no_grad():
         a, b = model(inputs), loaded(inputs)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    # same weights bit for bit; outputs to float rounding (BLAS kernels may sum in an order that
+    # depends on buffer alignment)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
 
 
 @pytest.mark.parametrize("dtype, tol", [("bf16", 0.03), ("fp16", 0.01), ("fp8_e4m3fn", 0.12)])

@@ -61,30 +61,40 @@ def join_masks(streams: dict[str, StreamContext], batch: int) -> Tensor | None:
 
 
 class StreamLayer(nn.Module):
-    """One stream's weights inside a joint block."""
+    """One stream's weights inside a joint block.
 
-    def __init__(self, config: ApolloConfig, *, dtype=None, device=None, operations=CastOps) -> None:
+    pre_only: the stream only offers keys and values (no output projection, no MLP). The last
+    block's caption streams are built so: nothing reads their output (SD3 does the same).
+    """
+
+    def __init__(self, config: ApolloConfig, *, pre_only: bool = False, dtype=None, device=None,
+                 operations=CastOps) -> None:
         super().__init__()
         d, hd = config.hidden, config.head_dim
         kw = dict(dtype=dtype, device=device)
         self.heads = config.heads
-        self.mod = Modulation(d, 6, operations=operations, **kw)
+        self.pre_only = pre_only
+        self.mod = Modulation(d, 2 if pre_only else 6, operations=operations, **kw)
         self.qkv = operations.Linear(d, 3 * d, **factory(dtype, device))
         self.q_norm = RMSNorm(hd, **kw) if config.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(hd, **kw) if config.qk_norm else nn.Identity()
-        self.proj = operations.Linear(d, d, **factory(dtype, device))
-        self.mlp = MLP(d, config.mlp_hidden, operations=operations, **kw)
+        if not pre_only:
+            self.proj = operations.Linear(d, d, **factory(dtype, device))
+            self.mlp = MLP(d, config.mlp_hidden, operations=operations, **kw)
 
     def pre_attention(self, x: Tensor, ctx: StreamContext) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.mod(ctx.temb, ctx.index)  # [B, 1|N, D] each
+        mods = self.mod(ctx.temb, ctx.index)  # [B, 1|N, D] each
+        shift1, scale1 = mods[0], mods[1]
         h = layer_norm(x) * (1 + scale1) + shift1  # [B, N, D]
         q, k, v = self.qkv(h).unflatten(-1, (3, self.heads, -1)).unbind(2)  # [B, N, H, Dh] each
         q, k = self.q_norm(q), self.k_norm(k)
         if ctx.cos is not None:
             q, k = apply_rope(q, ctx.cos, ctx.sin), apply_rope(k, ctx.cos, ctx.sin)
-        return q, k, v, [gate1, shift2, scale2, gate2]
+        return q, k, v, mods[2:]
 
     def post_attention(self, x: Tensor, attn: Tensor, mods: list[Tensor]) -> Tensor:
+        if self.pre_only:
+            return x
         gate1, shift2, scale2, gate2 = mods
         x = x + gate1 * self.proj(attn.flatten(-2))  # [B, N, D]
         return x + gate2 * self.mlp(layer_norm(x) * (1 + scale2) + shift2)  # [B, N, D]
@@ -92,11 +102,12 @@ class StreamLayer(nn.Module):
 
 class JointBlock(nn.Module):
     def __init__(self, config: ApolloConfig, names: tuple[str, ...], attention: AttentionFn, *,
-                 dtype=None, device=None, operations=CastOps) -> None:
+                 pre_only: tuple[str, ...] = (), dtype=None, device=None, operations=CastOps) -> None:
         super().__init__()
         self.names = names
         self.attention = attention
-        self.layers = nn.ModuleDict({n: StreamLayer(config, dtype=dtype, device=device, operations=operations) for n in names})
+        self.layers = nn.ModuleDict({n: StreamLayer(config, pre_only=n in pre_only, dtype=dtype, device=device,
+                                                    operations=operations) for n in names})
 
     def forward(self, x: dict[str, Tensor], ctx: BlockContext) -> dict[str, Tensor]:
         names = [n for n in self.names if n in x]
@@ -144,11 +155,12 @@ class DualTowerBlock(nn.Module):
     VIDEO_TOWER = ("video", "video_text")
     AUDIO_TOWER = ("audio_text", "audio")
 
-    def __init__(self, config: ApolloConfig, attention: AttentionFn, *, dtype=None, device=None, operations=CastOps) -> None:
+    def __init__(self, config: ApolloConfig, attention: AttentionFn, *, pre_only: tuple[str, ...] = (), dtype=None,
+                 device=None, operations=CastOps) -> None:
         super().__init__()
         kw = dict(dtype=dtype, device=device, operations=operations)
-        self.video_tower = JointBlock(config, self.VIDEO_TOWER, attention, **kw)
-        self.audio_tower = JointBlock(config, self.AUDIO_TOWER, attention, **kw)
+        self.video_tower = JointBlock(config, self.VIDEO_TOWER, attention, pre_only=pre_only, **kw)
+        self.audio_tower = JointBlock(config, self.AUDIO_TOWER, attention, pre_only=pre_only, **kw)
         self.video_from_audio = CrossAttention(config, attention, **kw)
         self.audio_from_video = CrossAttention(config, attention, **kw)
 

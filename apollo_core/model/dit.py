@@ -40,11 +40,16 @@ class ApolloDiT(nn.Module):
         self.speech = SpeechTextEncoder(t.speech_vocab, t.speech_dim, t.speech_layers, t.speech_heads,
                                         t.max_speech_tokens, d, attn, dtype=dtype, device=device, operations=ops)
         self.time_embed = TimestepEmbedder(d, dtype=dtype, device=device, operations=ops)
-        if config.architecture == "single_tower":
-            names = ("video", "video_text", "audio_text", "audio")
-            blocks = [JointBlock(config, names, attn, dtype=dtype, device=device, operations=ops) for _ in range(config.depth)]
-        else:
-            blocks = [DualTowerBlock(config, attn, dtype=dtype, device=device, operations=ops) for _ in range(config.depth)]
+        # Nothing reads the caption streams after the last block: it only needs their keys/values.
+        last_only = ("video_text", "audio_text")
+        blocks = []
+        for i in range(config.depth):
+            pre_only = last_only if i == config.depth - 1 else ()
+            if config.architecture == "single_tower":
+                blocks.append(JointBlock(config, ("video", "video_text", "audio_text", "audio"), attn, pre_only=pre_only,
+                                         dtype=dtype, device=device, operations=ops))
+            else:
+                blocks.append(DualTowerBlock(config, attn, pre_only=pre_only, dtype=dtype, device=device, operations=ops))
         self.blocks = nn.ModuleList(blocks)
         self.video_head = FinalLayer(d, v.patch_dim, dtype=dtype, device=device, operations=ops)
         self.audio_head = FinalLayer(d, a.patch_dim, dtype=dtype, device=device, operations=ops)
