@@ -162,14 +162,8 @@ def decode_audio(codec: AudioCodec, latents: Tensor, samples: int) -> Tensor:
 
 def decode(bundle: Bundle, latents: dict[str, Tensor], geo: Geometry) -> tuple[Tensor | None, Tensor | None]:
     """-> frames `[B, T, H, W, 3]` 0..1 and waveform `[B, C, S]`, both cut to the clip length."""
-    frames = wave = None
-    with torch.no_grad():
-        if "video" in latents:
-            x = bundle.video_codec.decode(latents["video"].float())  # [B, 3, T, H, W]
-            frames = ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1)[:, : geo.frames].contiguous()
-        if "audio" in latents:
-            w = bundle.audio_codec.decode(latents["audio"].float()).clamp(-1, 1)  # [B, C, S]
-            wave = torch.stack([fit_audio(x, geo.samples) for x in w])
+    frames = decode_video(bundle.video_codec, latents["video"], geo.frames) if "video" in latents else None
+    wave = decode_audio(bundle.audio_codec, latents["audio"], geo.samples) if "audio" in latents else None
     return frames, wave
 
 
