@@ -52,6 +52,7 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metad
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model must be readable by e.g. a ComfyUI service user
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
