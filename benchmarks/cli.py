@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from .quality import TASKS, format_table, run_quality
+from .perf_cli import add_perf_parser
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: dict) -> Path:
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cli", description="APOLLO-AV benchmarks")
     sub = parser.add_subparsers(dest="bench", required=True)
     add_quality_parser(sub)
+    add_perf_parser(sub)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
