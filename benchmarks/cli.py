@@ -3,30 +3,12 @@ subparsers (the `apollo-av bench` group); `python -m benchmarks.cli quality ...`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 from .quality import TASKS, format_table, run_quality
 from .perf_cli import add_perf_parser
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: dict) -> Path:
-    """Write JSON through a temporary file in the target's folder and os.replace."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+from .results import write_json_atomic
 
 
 def quality_command(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ issue 6 are checked at the end (`targets`, PASS/MISS with the gap).
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -30,6 +29,7 @@ from .perf_flops import forward_flops
 from .perf_model import apply_peak, measure_attention, measure_bf16_modes, measure_forward, measure_tasks
 from .perf_report import evaluate_targets, format_perf
 from .perf_timing import machine_info, matmul_peak
+from .results import write_json_atomic
 
 SECTIONS = ("matmul", "forward", "attention", "tasks", "comfy", "e2e", "apollo_26b")
 __all__ = ["SECTIONS", "PerfSizes", "QUICK", "FULL", "run_perf", "format_perf", "evaluate_targets", "write_report", "wide_config"]
@@ -228,16 +228,5 @@ def run_perf(*, quick: bool = False, checkpoint: str | Path | None = None, rando
 
 
 def write_report(report: dict, path: str | os.PathLike[str]) -> Path:
-    """Write the report as JSON atomically (temp file in the same folder, then os.replace)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    """Write the report as JSON atomically."""
+    return write_json_atomic(path, report)
