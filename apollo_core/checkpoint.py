@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from .config import ApolloConfig, get_preset
+from .files import atomic_save
 from .model.dit import ApolloDiT
 
 FORMAT = "apollo-av/dit"
@@ -42,23 +41,6 @@ def parse_weight_dtype(name: str) -> torch.dtype | None:
         return WEIGHT_DTYPES[name]
     except KeyError:
         raise ValueError(f"unknown weight dtype {name!r}; choose auto or one of {sorted(WEIGHT_DTYPES)}") from None
-
-
-def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
-    """safetensors write to a temp file beside the target, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model must be readable by e.g. a ComfyUI service user
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_model(path: str | os.PathLike, model: ApolloDiT, *, weight_dtype: str = "fp32",

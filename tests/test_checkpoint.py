@@ -108,7 +108,7 @@ def test_not_a_checkpoint_and_wrong_preset(trained, tmp_path):
 def test_save_is_atomic(trained, tmp_path, monkeypatch):
     model, path = trained
     before = path.read_bytes()
-    import apollo_core.checkpoint as ck
+    import apollo_core.files as ck
 
     def boom(*a, **k):
         raise OSError("disk full")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from ..files import atomic_save
 from .tiny_audio import TinyAudioVAE
 from .tiny_video import TinyVideoVAE
 
@@ -44,17 +43,7 @@ def save_codec(path: str | os.PathLike[str], codec: nn.Module, extra: dict[str, 
     }
     if extra is not None:
         metadata["extra"] = json.dumps(extra, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a checkpoint is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_save(tensors, path, metadata)
 
 
 def read_codec_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
