@@ -91,9 +91,10 @@ def _profile_table(fn, rows: int = 12) -> list[dict]:
              "share": e.self_cpu_time_total / total} for e in events[:rows]]
 
 
-def _versus(t: dict[str, float]) -> dict[str, float]:
-    return {"comfy_sdpa": t["comfy_sdpa"] / t["ours"], "comfy_default": t["comfy_default"] / t["ours"],
-            "comfy_sdpa_vs_ours_no_rope": t["comfy_sdpa"] / t["ours_no_rope"]}
+def _versus(t: dict, ratio) -> dict[str, float]:
+    """ComfyUI's time over ours for each pairing, by `ratio(theirs, ours)` of two Timings."""
+    return {"comfy_sdpa": ratio(t["comfy_sdpa"], t["ours"]), "comfy_default": ratio(t["comfy_default"], t["ours"]),
+            "comfy_sdpa_vs_ours_no_rope": ratio(t["comfy_sdpa"], t["ours_no_rope"])}
 
 
 def _child(spec: dict) -> dict:
@@ -114,7 +115,7 @@ def _child(spec: dict) -> dict:
     from apollo_core.model.rope import rope_cos_sin, video_positions
 
     from .perf_flops import block_flops
-    from .perf_timing import machine_info, time_interleaved
+    from .perf_timing import machine_info, paired_ratio, time_interleaved
 
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[spec["dtype"]]
     comfy_default = mmdit.optimized_attention
@@ -183,8 +184,9 @@ def _child(spec: dict) -> dict:
                "gflops": {k: flops / v / 1e9 for k, v in med.items()},
                "comfy_default_attention": comfy_default.__name__,
                "max_abs_diff_vs_comfy": diff, "output_scale": scale,
-               "theirs_over_ours": _versus(med), "theirs_over_ours_best": _versus({k: t.min_s for k, t in times.items()}),
-               "rope_share_of_ours": 1.0 - med["ours_no_rope"] / med["ours"]}
+               "theirs_over_ours": _versus(times, paired_ratio),
+               "theirs_over_ours_best": _versus(times, lambda a, b: a.min_s / b.min_s),
+               "rope_share_of_ours": 1.0 - 1.0 / paired_ratio(times["ours"], times["ours_no_rope"])}
         if spec["profile"]:
             row["profile"] = {"ours": _profile_table(fns["ours"]), "comfy_sdpa": _profile_table(fns["comfy_sdpa"])}
         results.append(row)

@@ -14,7 +14,7 @@ from apollo_core.tasks import Task
 
 from .perf_cases import VIDEO_STREAMS, Clip, masked_dense_forward, random_model, run_blocks, task_inputs, to_bf16, video_only_blocks
 from .perf_flops import forward_flops, input_tokens
-from .perf_timing import time_interleaved
+from .perf_timing import paired_ratio, time_interleaved
 
 
 def _skip(predicted_s: float, budget_s: float, why: str) -> str | None:
@@ -132,7 +132,8 @@ def measure_attention(seq_lens: list[int], *, heads: int, head_dim: int, dtype: 
 def measure_tasks(config: ApolloConfig, clip: Clip, *, batch: int = 2, warmup: int = 1, repeats: int = 5) -> dict:
     """T2AV, T2V, T2A, masked-dense T2V and a video-only model (same weights), timed interleaved at
     the sampler's batch (cond + uncond). Absent streams are dropped from the sequence, so T2V
-    should cost what a video-only model costs; the masked-dense formulation pays for all streams."""
+    should cost what a video-only model costs; the masked-dense formulation pays for all streams.
+    `ratios` are paired by round (see `paired_ratio`), `ratios_best` compare the fastest samples."""
     model = random_model(config)
     inputs = {task: task_inputs(config, task, clip, batch) for task in (Task.T2AV, Task.T2V, Task.T2A)}
     video_only = video_only_blocks(model)
@@ -149,14 +150,12 @@ def measure_tasks(config: ApolloConfig, clip: Clip, *, batch: int = 2, warmup: i
     for task in (Task.T2AV, Task.T2V, Task.T2A):
         tokens, speech = input_tokens(config, inputs[task])
         flops[task.value] = forward_flops(config, tokens, speech_tokens=speech, batch=batch)["total"]
-    def task_ratios(t: dict[str, float]) -> dict[str, float]:
-        return {"t2v_over_t2av": t["t2v"] / t["t2av"], "t2a_over_t2av": t["t2a"] / t["t2av"],
-                "masked_dense_t2v_over_t2v": t["masked_dense_t2v"] / t["t2v"],
-                "t2v_over_video_only": t["t2v"] / t["video_only_model"]}
-
+    pairs = {"t2v_over_t2av": ("t2v", "t2av"), "t2a_over_t2av": ("t2a", "t2av"),
+             "masked_dense_t2v_over_t2v": ("masked_dense_t2v", "t2v"), "t2v_over_video_only": ("t2v", "video_only_model")}
     med = {k: t.median_s for k, t in times.items()}
     best = {k: t.min_s for k, t in times.items()}
-    ratios, ratios_best = task_ratios(med), task_ratios(best)
+    ratios = {name: paired_ratio(times[a], times[b]) for name, (a, b) in pairs.items()}
+    ratios_best = {name: best[a] / best[b] for name, (a, b) in pairs.items()}
     flop_ratios = {"t2v_over_t2av": flops["t2v"] / flops["t2av"], "t2a_over_t2av": flops["t2a"] / flops["t2av"],
                    "masked_dense_t2v_over_t2v": flops["t2av"] / flops["t2v"]}
     if not all(math.isfinite(r) and r > 0 for r in (*ratios.values(), *ratios_best.values())):

@@ -22,9 +22,18 @@ class Timing:
     median_s: float
     min_s: float
     repeats: int
+    samples: tuple[float, ...] = ()  # in round order, for ratios paired by round
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def paired_ratio(a: Timing, b: Timing) -> float:
+    """Median over rounds of a_i / b_i for two interleaved timings: both samples of a round saw the
+    same load, so the ratio cancels it better than a ratio of medians or minima."""
+    if len(a.samples) != len(b.samples) or not a.samples:
+        raise ValueError("paired_ratio needs two timings from the same time_interleaved call")
+    return statistics.median(x / y for x, y in zip(a.samples, b.samples))
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 1, repeats: int = 3) -> dict[str, Timing]:
@@ -40,7 +49,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 1, r
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
-    return {name: Timing(statistics.median(s), min(s), len(s)) for name, s in samples.items()}
+    return {name: Timing(statistics.median(s), min(s), len(s), tuple(s)) for name, s in samples.items()}
 
 
 def time_call(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 3) -> Timing:

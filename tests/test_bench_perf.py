@@ -15,7 +15,8 @@ from apollo_core import memory  # noqa: E402
 from apollo_core.config import get_preset  # noqa: E402
 from apollo_core.tasks import Task  # noqa: E402
 from benchmarks.perf import QUICK, run_perf, wide_config  # noqa: E402
-from benchmarks.perf_cases import Clip, random_model, task_inputs  # noqa: E402
+from benchmarks.perf_cases import (VIDEO_STREAMS, Clip, masked_dense_forward, random_model, run_blocks,  # noqa: E402
+                                   task_inputs, video_only_blocks)
 from benchmarks.perf_cli import main as perf_main  # noqa: E402
 from benchmarks.perf_e2e import resolve_bench_checkpoint  # noqa: E402
 from benchmarks.perf_flops import counted_flops, forward_flops, input_tokens  # noqa: E402
@@ -38,6 +39,21 @@ def test_analytic_flops_equal_what_torch_counts(task):
     inputs = task_inputs(config, task, Clip(2.0, 32, 32), batch=2)
     tokens, speech = input_tokens(config, inputs)
     assert counted_flops(random_model(config, attention="math"), inputs) == forward_flops(config, tokens, speech_tokens=speech, batch=2)["total"]
+
+
+def test_timed_variants_compute_what_t2v_computes():
+    """The masked-dense formulation and the video-only model must give T2V's output, or their
+    timings would compare different work."""
+    config = get_preset("debug")
+    model = random_model(config)
+    clip = Clip(2.0, 32, 32)
+    with torch.no_grad():
+        ref = model(task_inputs(config, Task.T2V, clip, 2))["video"]
+        dense = masked_dense_forward(model, task_inputs(config, Task.T2AV, clip, 2, padding=3), VIDEO_STREAMS)["video"]
+        only = run_blocks(model, video_only_blocks(model), task_inputs(config, Task.T2V, clip, 2))["video"]
+        padded = model(task_inputs(config, Task.T2V, clip, 2, padding=3))["video"]
+    assert torch.equal(only, ref)
+    assert torch.allclose(dense, padded, atol=1e-5) and not torch.allclose(padded, ref, atol=1e-5)
 
 
 def test_block_flops_follow_the_closed_form():
