@@ -11,6 +11,8 @@ from .perf_report import format_perf
 
 
 def perf_command(args: argparse.Namespace) -> int:
+    if args.checkpoint and args.random_bundle:
+        raise ValueError("--checkpoint and --random-bundle exclude each other; give one")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sections = tuple(s for s in SECTIONS if s not in set(args.skip or ()))
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -57,17 +59,10 @@ def add_perf_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf_cli", description="APOLLO-AV performance bench")
-    sub = parser.add_subparsers(dest="bench", required=True)
-    add_perf_parser(sub)
-    args = parser.parse_args(argv)
-    if args.checkpoint and args.random_bundle:
-        parser.error("--checkpoint and --random-bundle exclude each other")
-    try:
-        return args.func(args)
-    except ValueError as exc:
-        print(f"benchmarks: error: {exc}", file=sys.stderr)
-        return 2
+    """`python -m benchmarks.perf_cli perf ...` is `apollo-av bench perf ...`."""
+    from .cli import main as bench_main  # cli imports this module: resolve at call time
+
+    return bench_main(argv)
 
 
 if __name__ == "__main__":
