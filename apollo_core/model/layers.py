@@ -121,7 +121,12 @@ class SpeechTextEncoder(nn.Module):
             raise ValueError(f"speech_dim={dim} must be divisible by speech_heads={heads}")
         self.heads = heads
         self.attention = attention
-        self.embed = nn.Embedding(vocab, dim, **factory(dtype, device))
+        # On the meta device nn.Embedding's normal_ init goes through torch._refs and imports
+        # torch._dynamo (~2.7 s of every checkpoint load): give it an empty weight there instead.
+        # Real weights keep the stock init so training draws the same random numbers as before.
+        weight = torch.empty(vocab, dim, **factory(dtype, device))
+        self.embed = (nn.Embedding(vocab, dim, _weight=weight) if weight.is_meta
+                      else nn.Embedding(vocab, dim, **factory(dtype, device)))
         self.pos = nn.Parameter(torch.zeros(max_tokens, dim, **factory(dtype, device)))
         self.layers = nn.ModuleList(
             nn.ModuleDict({
