@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .quality import TASKS, format_table, run_quality
+from .quality import CASCADE, TASKS, format_table, run_quality
 from .perf_cli import add_perf_parser
 from .results import write_json_atomic
 
@@ -31,8 +31,9 @@ def add_quality_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p = subparsers.add_parser("quality", help="generate from scene specs and score sync, semantics, FD and identity")
     p.add_argument("--checkpoint", help="folder with model + codecs, or a model file (default: embedded apollo-tiny)")
     p.add_argument("--specs", help="scene specs, JSONL (default: training/data/specs/heldout.jsonl)")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="TASK",
-                   help=f"tasks to run (default: all of {', '.join(TASKS)})")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=[*TASKS, CASCADE], metavar="TASK",
+                   help=f"tasks to run (default: all of {', '.join(TASKS)}); '{CASCADE}' adds T2V followed by "
+                        "V2A on the generated frames (the cascaded baseline)")
     p.add_argument("--n", type=int, default=16, help="specs per task: the first N of the file (default 16)")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--seed", type=int, default=0, help="clip i uses seed + i")
@@ -45,12 +46,54 @@ def add_quality_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     return p
 
 
+def ablate_command(args: argparse.Namespace) -> int:
+    from training.data.world import load_specs
+
+    from .ablate import format_ablation, run_ablation
+
+    specs = load_specs(args.specs) if args.specs else None
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    results = run_ablation(budget_minutes=args.budget_minutes, seeds=args.seeds, variants=args.variants,
+                           out_dir=args.out, base_config=args.config, n=args.n, sample_steps=args.steps, specs=specs,
+                           train_steps=args.train_steps, config_overrides=tuple(args.set or ()), log=log)
+    results["command"] = " ".join(["apollo-av", "bench", "ablate", *args.argv])
+    print(format_ablation(results))
+    if args.json:
+        print(f"wrote {write_json_atomic(args.json, results)}")
+    return 0
+
+
+def add_ablate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .ablate import BASE_CONFIG, VARIANTS
+
+    p = subparsers.add_parser("ablate", help="train equal-budget micro models per paper ablation and compare them")
+    p.add_argument("--budget-minutes", type=float, default=10.0,
+                   help="training time per model; turned into one step count for every variant (default 10)")
+    p.add_argument("--train-steps", type=int, help="train this many steps per model instead of timing a budget")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds per variant (default 0 1)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                   help=f"default: all of {', '.join(VARIANTS)}")
+    p.add_argument("--config", default=str(BASE_CONFIG), help="base run config (default training/configs/ablate.yaml)")
+    p.add_argument("--set", nargs="+", metavar="key=value", help="extra overrides of the base run config")
+    p.add_argument("--out", default="runs/ablate", help="training folders and the shared data cache")
+    p.add_argument("--specs", help="scene specs for scoring, JSONL (default: the held-out set)")
+    p.add_argument("--n", type=int, default=16, help="specs scored per model and task (default 16)")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", help="write the results here (JSON)")
+    p.set_defaults(func=ablate_command)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cli", description="APOLLO-AV benchmarks")
     sub = parser.add_subparsers(dest="bench", required=True)
     add_quality_parser(sub)
     add_perf_parser(sub)
+    add_ablate_parser(sub)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv[1:]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return args.func(args)

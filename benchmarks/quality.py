@@ -31,6 +31,9 @@ from .features import audio_features, frechet_distance, video_features
 from .metrics import Tally, audio_semantics, clip_sync, identity, video_semantics
 
 REFERENCE = "reference"
+# The paper's cascaded baseline with one model: T2V, then V2A on the generated frames. Scored
+# like T2AV (sync, both modalities' semantics and FD).
+CASCADE = "cascade"
 TASKS: tuple[str, ...] = tuple(t.value for t in Task)
 
 
@@ -62,6 +65,30 @@ def make_request(task: Task, real: Sample, *, steps: int, seed: int, video_cfg: 
         seconds=real.spec.seconds, width=real.spec.size, height=real.spec.size,
         steps=steps, video_cfg=video_cfg, audio_cfg=audio_cfg, seed=seed,
     )
+
+
+def _generate(bundle: Bundle, name: str, real: Sample, *, steps: int, seed: int, video_cfg: float,
+              audio_cfg: float) -> tuple[np.ndarray | None, np.ndarray | None, set[str], np.ndarray | None]:
+    """Frames, waveform, the modalities the run generated, and the reference image (if any) of
+    one clip for a task name or the cascade."""
+    kw = dict(steps=steps, seed=seed, video_cfg=video_cfg, audio_cfg=audio_cfg)
+    if name == CASCADE:
+        video = generate(bundle, make_request(Task.T2V, real, **kw)).frames  # [T, H, W, 3] 0..1
+        request = dataclasses.replace(make_request(Task.V2A, real, **kw), video=video)
+        clip = generate(bundle, request)
+        generated = {"video", "audio"}
+    else:
+        task = Task.parse(name)
+        clip = generate(bundle, make_request(task, real, **kw))
+        generated = set(task.spec.generates)
+        if task.needs_image:
+            return _arrays(clip) + (generated, real.frames[0])
+    return _arrays(clip) + (generated, None)
+
+
+def _arrays(clip) -> tuple[np.ndarray | None, np.ndarray | None]:
+    return (clip.frames.numpy() if clip.frames is not None else None,
+            clip.waveform.numpy() if clip.waveform is not None else None)
 
 
 class _TaskScore:
@@ -124,9 +151,9 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
     """Generate `n` clips per task (the first n specs; the held-out file when `specs` is None) and
     score them. Returns a JSON-serialisable dict: run settings and `tasks[name] -> figures`, with
     a `reference` row for the rendered real clips when `reference` is true."""
-    parsed = [Task.parse(t) for t in tasks]
-    if not parsed:
-        raise ValueError(f"tasks is empty; choose from {list(TASKS)}")
+    names = [t if t == CASCADE else Task.parse(t).value for t in tasks]
+    if not names:
+        raise ValueError(f"tasks is empty; choose from {list(TASKS) + [CASCADE]}")
     if n < 1 or steps < 1:
         raise ValueError(f"n and steps must be >= 1, got n={n}, steps={steps}")
     source = str(HELDOUT_PATH) if specs is None else "given"
@@ -144,21 +171,18 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
         for real, feats in zip(reals, real_feats):
             ref.add(real, real.frames, real.audio, score_video=True, score_audio=True, image=real.frames[0], real_feats=feats)
         results[REFERENCE] = ref.summary(compare=False)
-    for task in parsed:
-        score = _TaskScore(task.value)
-        spec_t = task.spec
+    for name in names:
+        score = _TaskScore(name)
         for i, (real, feats) in enumerate(zip(reals, real_feats)):
-            request = make_request(task, real, steps=steps, seed=seed + i, video_cfg=video_cfg, audio_cfg=audio_cfg)
             t0 = time.perf_counter()
-            clip = generate(bundle, request)
+            frames, audio, scored, image = _generate(bundle, name, real, steps=steps, seed=seed + i,
+                                                     video_cfg=video_cfg, audio_cfg=audio_cfg)
             score.seconds.append(time.perf_counter() - t0)
-            frames = clip.frames.numpy() if clip.frames is not None else None
-            audio = clip.waveform.numpy() if clip.waveform is not None else None
-            score.add(real, frames, audio, score_video="video" in spec_t.generates, score_audio="audio" in spec_t.generates,
-                      image=real.frames[0] if task.needs_image else None, real_feats=feats)
+            score.add(real, frames, audio, score_video="video" in scored, score_audio="audio" in scored,
+                      image=image, real_feats=feats)
             if log is not None:
-                log(f"{task.value} {i + 1}/{len(reals)} ({score.seconds[-1]:.1f} s)")
-        results[task.value] = score.summary(compare=True)
+                log(f"{name} {i + 1}/{len(reals)} ({score.seconds[-1]:.1f} s)")
+        results[name] = score.summary(compare=True)
     return _clean({
         "checkpoint": None if checkpoint is None else str(checkpoint), "preset": bundle.config.name,
         "specs": source, "n": len(specs), "steps": steps, "seed": seed, "video_cfg": video_cfg, "audio_cfg": audio_cfg,

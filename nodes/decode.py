@@ -9,7 +9,6 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-import torch
 from torch import Tensor
 
 import comfy.model_management as mm

@@ -219,14 +219,15 @@ def apollo_pack(comfy_in_process, apollo_bundle: SimpleNamespace):
 
 
 def apollo_api_workflow(task: str, bundle: SimpleNamespace, *, steps: int = 2) -> dict:
-    """workflows/api/<task>.json with the debug bundle in place of the embedded apollo-tiny and few
-    steps, so the shipped workflows run in tests now and after apollo-tiny ships."""
+    """workflows/api/<task>.json with few steps, on the embedded apollo-tiny when it ships and on
+    the debug bundle before."""
     prompt = json.loads((comfy_harness.REPO_ROOT / "workflows" / "api" / f"{task}.json").read_text(encoding="utf-8"))
+    embedded = comfy_harness.workflows_use_embedded()
     for node in prompt.values():
         inputs = node["inputs"]
-        if node["class_type"] == "ApolloModelLoader":
+        if node["class_type"] == "ApolloModelLoader" and not embedded:
             inputs["checkpoint"] = bundle.model
-        elif node["class_type"] == "ApolloCodecLoader":
+        elif node["class_type"] == "ApolloCodecLoader" and not embedded:
             inputs.update(video_codec=bundle.video_codec, audio_codec=bundle.audio_codec)
         elif node["class_type"] == "ApolloSampler":
             inputs["steps"] = steps
@@ -235,5 +236,5 @@ def apollo_api_workflow(task: str, bundle: SimpleNamespace, *, steps: int = 2) -
 
 @pytest.fixture(scope="session")
 def apollo_workflow(apollo_bundle: SimpleNamespace):
-    """`apollo_workflow(task, steps=2)` -> the shipped API workflow, runnable on the debug bundle."""
+    """`apollo_workflow(task, steps=2)` -> the shipped API workflow with few steps."""
     return lambda task, steps=2: apollo_api_workflow(task, apollo_bundle, steps=steps)

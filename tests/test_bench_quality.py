@@ -19,7 +19,7 @@ from benchmarks.cli import add_quality_parser, main as bench_main, write_json_at
 from benchmarks.detect import detect_onsets, detect_video, to_rgb255
 from benchmarks.features import audio_features, frechet_distance, video_features
 from benchmarks.metrics import Tally, audio_semantics, clip_sync, identity, video_semantics
-from benchmarks.quality import REFERENCE, TASKS, format_table, run_quality
+from benchmarks.quality import CASCADE, REFERENCE, TASKS, format_table, run_quality
 from training.data.world import HELDOUT_PATH, load_specs, render, sample_spec
 
 HELD = load_specs(HELDOUT_PATH)
@@ -258,21 +258,22 @@ def test_cli_parser_and_missing_checkpoint(tmp_path, monkeypatch) -> None:
 def test_run_quality_end_to_end_on_a_tiny_model(tiny_checkpoint, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = sample_spec(0, seconds=1.0, talker_prob=0.0)  # seeds below 1,000,000 are evaluation seeds
-    results = run_quality(str(tiny_checkpoint), [spec], list(TASKS), 1, 2, 0)
-    assert set(results["tasks"]) == {REFERENCE, *TASKS}
+    results = run_quality(str(tiny_checkpoint), [spec], [*TASKS, CASCADE], 1, 2, 0)
+    assert set(results["tasks"]) == {REFERENCE, *TASKS, CASCADE}
     assert results["geometry"] == {"size": 32, "fps": 8.0, "sample_rate": 8000}
     ref = results["tasks"][REFERENCE]
     assert ref["acc_shape"] == 1.0 and ref["acc_pitch"] == 1.0 and ref["sync_in_frame"] == 1.0
-    for name in TASKS:
+    for name in (*TASKS, CASCADE):
         figures = results["tasks"][name]
         assert figures["clips"] == 1
         assert all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in figures.values())
-    for name in ("t2av", "ti2av", "ti2v", "t2v", "a2v"):
+    for name in ("t2av", "ti2av", "ti2v", "t2v", "a2v", CASCADE):
         assert results["tasks"][name]["fd_video"] >= 0 and results["tasks"][name]["acc_colour"] is not None
-    for name in ("t2av", "ti2av", "t2a", "v2a"):
+    for name in ("t2av", "ti2av", "t2a", "v2a", CASCADE):
         assert results["tasks"][name]["fd_audio"] >= 0 and results["tasks"][name]["acc_pitch"] is not None
-    for name in ("t2av", "ti2av", "v2a", "a2v"):
+    for name in ("t2av", "ti2av", "v2a", "a2v", CASCADE):
         assert results["tasks"][name]["sync_conf"] is not None
+    assert results["tasks"][CASCADE].get("id_psnr") is None  # no reference image in the cascade
     for name in ("ti2av", "ti2v"):
         assert math.isfinite(results["tasks"][name]["id_psnr"])
     table = format_table(results)

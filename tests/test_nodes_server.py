@@ -1,5 +1,5 @@
 """The node pack in a real ComfyUI 0.3.75 server: /object_info, every shipped API workflow run to
-completion on the debug bundle (files checked with PyAV), and bad inputs that must fail with a
+completion on the embedded apollo-tiny (the debug bundle until it ships; files checked with PyAV), and bad inputs that must fail with a
 readable error in the history while the server keeps serving the next prompt."""
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ TASKS = ("T2AV", "TI2AV", "TI2V", "T2V", "T2A", "V2A", "A2V")
 NODE_IDS = {"ApolloModelLoader", "ApolloCodecLoader", "ApolloTextEncoderLoader", "ApolloTextEncode",
             "ApolloEmptyAVLatent", "ApolloSplitAVLatent", "ApolloJoinAVLatent", "ApolloSampler", "ApolloDecodeAV",
             "ApolloDecodeVideo", "ApolloDecodeAudio", "ApolloSaveAV", "ApolloPreviewAV"}
-FRAMES, FPS, RATE, SECONDS, SIDE = 16, 8, 8000, 2.0, 256  # debug bundle at the workflows' 64 px, 2 s; shown at 256
+FRAMES, FPS, SECONDS, SIDE = 16, 8, 2.0, 256  # the workflows' 64 px, 2 s at 8 fps; shown at 256
+RATE = comfy_harness.workflow_sample_rate()  # the embedded apollo-tiny's once it ships, else the debug bundle's
 MEDIA = comfy_harness.REPO_ROOT / "workflows" / "media"
 
 

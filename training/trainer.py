@@ -29,6 +29,7 @@ from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_lis
 from torch.utils.checkpoint import checkpoint
 
 from apollo_core.checkpoint import load_state, read_config, validate_state
+from apollo_core.files import atomic_write_text
 from apollo_core.model.dit import ApolloDiT
 from apollo_core.pipeline import MODEL_FILE
 from apollo_core.objective import training_loss
@@ -158,7 +159,7 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         if self.acc.is_main_process:
-            _write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             self._report_skipped()
         try:
             while self.stage_index < len(cfg.stages):
@@ -336,16 +337,9 @@ class Trainer:
 
     def _report_skipped(self) -> None:
         skipped = self.bank.skipped
-        _write_text(self.out / "skipped.json", json.dumps({"count": skipped.count, "by_reason": skipped.by_reason(),
+        atomic_write_text(self.out / "skipped.json", json.dumps({"count": skipped.count, "by_reason": skipped.by_reason(),
                                                                "items": skipped.to_list()}))
         if skipped.count:
             self.monitor.message(f"skipped {skipped.count} item(s): {skipped.by_reason()}")
             for item, reason in skipped.items:
                 self.monitor.message(f"  skipped {item}: {reason}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

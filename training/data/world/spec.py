@@ -9,10 +9,11 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from apollo_core.files import atomic_write_text
 
 from .constants import (
     BACKGROUNDS,
@@ -312,13 +313,4 @@ def save_specs(path: str | os.PathLike[str], specs: Iterable[SceneSpec]) -> None
         if not isinstance(s, SceneSpec):
             raise ValueError(f"save_specs: item {i} is a {type(s).__name__}, not a SceneSpec")
         lines.append(s.to_json() + "\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, "".join(lines))
