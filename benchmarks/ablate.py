@@ -103,11 +103,22 @@ def variant_config(base: Path, variant: Variant, *, seed: int, steps: int, out: 
         path = getattr(probe.codecs, kind)
         if path != "random" and not Path(path).is_absolute() and not Path(path).exists() and (REPO / path).exists():
             overrides.append(f"codecs.{kind}={REPO / path}")
-    for i, stage in enumerate(probe.stages):
-        overrides.append(f"stages.{i}.steps={max(1, round(steps * stage.steps / total))}")
+    for i, (stage, n) in enumerate(zip(probe.stages, split_steps(steps, [s.steps for s in probe.stages]))):
+        overrides.append(f"stages.{i}.steps={n}")
+        if stage.lr.warmup >= n:  # very short runs (tests): warm-up must stay inside the stage
+            overrides.append(f"stages.{i}.lr.warmup={n - 1}")
         if variant.tasks is not None:
             overrides.append(f"stages.{i}.tasks={{{', '.join(f'{t}: {w}' for t, w in variant.tasks)}}}")
     return load_config(base, overrides)
+
+
+def split_steps(steps: int, weights: list[int]) -> list[int]:
+    """`steps` split in proportion to `weights` (largest remainders), at least one per stage."""
+    raw = [steps * w / sum(weights) for w in weights]
+    out = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: out[i] - raw[i])[: steps - sum(out)]:
+        out[i] += 1
+    return [max(1, n) for n in out]
 
 
 def measure_step_seconds(cfg: RunConfig, steps: int = 3) -> float:

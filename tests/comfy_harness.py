@@ -485,14 +485,8 @@ def import_pack_in_process(module_name: str = "apollo_av_pack") -> types.ModuleT
 EMBEDDED_MODEL = REPO_ROOT / "apollo_core" / "assets" / "apollo-tiny" / "model.safetensors"
 
 
-def workflows_use_embedded() -> bool:
-    """Once apollo-tiny ships, the tests run the shipped workflows on it unchanged (but for the
-    step count); before that, on the debug bundle."""
-    return EMBEDDED_MODEL.is_file()
-
-
-def workflow_sample_rate() -> int:
-    """The sample rate of the model the shipped workflows run on in the tests."""
+def embedded_sample_rate() -> int:
+    """The embedded apollo-tiny's audio rate: what the shipped workflows write."""
     from apollo_core.checkpoint import read_config
 
-    return read_config(EMBEDDED_MODEL)[0].audio.sample_rate if workflows_use_embedded() else 8000
+    return read_config(EMBEDDED_MODEL)[0].audio.sample_rate

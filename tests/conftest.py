@@ -218,23 +218,16 @@ def apollo_pack(comfy_in_process, apollo_bundle: SimpleNamespace):
     return comfy_harness.import_pack_in_process()
 
 
-def apollo_api_workflow(task: str, bundle: SimpleNamespace, *, steps: int = 2) -> dict:
-    """workflows/api/<task>.json with few steps, on the embedded apollo-tiny when it ships and on
-    the debug bundle before."""
+def apollo_api_workflow(task: str, *, steps: int = 2) -> dict:
+    """workflows/api/<task>.json as shipped (on the embedded apollo-tiny), with few steps."""
     prompt = json.loads((comfy_harness.REPO_ROOT / "workflows" / "api" / f"{task}.json").read_text(encoding="utf-8"))
-    embedded = comfy_harness.workflows_use_embedded()
     for node in prompt.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "ApolloModelLoader" and not embedded:
-            inputs["checkpoint"] = bundle.model
-        elif node["class_type"] == "ApolloCodecLoader" and not embedded:
-            inputs.update(video_codec=bundle.video_codec, audio_codec=bundle.audio_codec)
-        elif node["class_type"] == "ApolloSampler":
-            inputs["steps"] = steps
+        if node["class_type"] == "ApolloSampler":
+            node["inputs"]["steps"] = steps
     return prompt
 
 
 @pytest.fixture(scope="session")
-def apollo_workflow(apollo_bundle: SimpleNamespace):
+def apollo_workflow():
     """`apollo_workflow(task, steps=2)` -> the shipped API workflow with few steps."""
-    return lambda task, steps=2: apollo_api_workflow(task, apollo_bundle, steps=steps)
+    return lambda task, steps=2: apollo_api_workflow(task, steps=steps)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.ablate import COMPARISONS, VARIANTS, compare, summarise, tasks_to_score, variant_config
+from benchmarks.ablate import COMPARISONS, VARIANTS, compare, split_steps, summarise, tasks_to_score, variant_config
 from benchmarks.cli import main as bench_main
 from benchmarks.quality import CASCADE
 from training.data.world import sample_spec
@@ -39,6 +39,8 @@ def test_tasks_to_score_follow_the_comparisons() -> None:
     assert need["omni"] == ["t2av", "t2v", CASCADE]
     assert need["t2v_t2av"] == ["t2av", "t2v"] and need["dual_tower"] == ["t2av"]
     assert tasks_to_score(["dual_tower"]) == {"dual_tower": []}  # nothing to compare with
+    assert split_steps(6, [24, 8, 8]) == [4, 1, 1] and split_steps(20, [24, 8, 8]) == [12, 4, 4]
+    assert split_steps(7, [1, 1, 1]) == [3, 2, 2] and sum(split_steps(1000, [68, 21, 11])) == 1000
 
 
 def test_compare_reports_direction_and_separation() -> None:
@@ -60,15 +62,16 @@ def test_ablate_command_trains_scores_and_writes_json(tmp_path, monkeypatch) -> 
     specs = tmp_path / "specs.jsonl"
     specs.write_text(json.dumps(sample_spec(0, seconds=1.0, talker_prob=0.0).to_dict()) + "\n")
     out = tmp_path / "result.json"
-    code = bench_main(["ablate", "--config", str(DEBUG), "--train-steps", "3", "--seeds", "0", "1",
+    code = bench_main(["ablate", "--config", str(DEBUG), "--train-steps", "6", "--seeds", "0", "1",
                        "--variants", "omni", "offset_rope", "--out", str(tmp_path / "runs"), "--specs", str(specs),
                        "--n", "1", "--steps", "1", "--quiet", "--json", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["command"].startswith("apollo-av bench ablate --config")
     assert [(r["variant"], r["seed"], r["steps"]) for r in result["runs"]] == [
-        ("omni", 0, 3), ("omni", 1, 3), ("offset_rope", 0, 3), ("offset_rope", 1, 3)]
-    assert set(result["runs"][0]["tasks"]) == {"t2av"}  # only what the aligned-vs-offset comparison needs
+        ("omni", 0, 6), ("omni", 1, 6), ("offset_rope", 0, 6), ("offset_rope", 1, 6)]
+    # only what the comparisons need: omni also runs the cascade (joint vs cascade needs no other variant)
+    assert set(result["runs"][0]["tasks"]) == {"t2av", CASCADE} and set(result["runs"][2]["tasks"]) == {"t2av"}
     rows = [r for r in result["comparisons"] if r["comparison"] == "aligned vs offset MixD-RoPE"]
     assert {r["metric"] for r in rows} == {"sync_within_1_frame", "sync_in_frame", "sync_conf", "sync_offset_ms"}
     conf = next(r for r in rows if r["metric"] == "sync_conf")

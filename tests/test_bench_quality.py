@@ -19,7 +19,7 @@ from benchmarks.cli import add_quality_parser, main as bench_main, write_json_at
 from benchmarks.detect import detect_onsets, detect_video, to_rgb255
 from benchmarks.features import audio_features, frechet_distance, video_features
 from benchmarks.metrics import Tally, audio_semantics, clip_sync, identity, video_semantics
-from benchmarks.quality import CASCADE, REFERENCE, TASKS, format_table, run_quality
+from benchmarks.quality import CASCADE, CODEC, REFERENCE, TASKS, format_table, run_quality
 from training.data.world import HELDOUT_PATH, load_specs, render, sample_spec
 
 HELD = load_specs(HELDOUT_PATH)
@@ -259,7 +259,8 @@ def test_run_quality_end_to_end_on_a_tiny_model(tiny_checkpoint, tmp_path, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = sample_spec(0, seconds=1.0, talker_prob=0.0)  # seeds below 1,000,000 are evaluation seeds
     results = run_quality(str(tiny_checkpoint), [spec], [*TASKS, CASCADE], 1, 2, 0)
-    assert set(results["tasks"]) == {REFERENCE, *TASKS, CASCADE}
+    assert set(results["tasks"]) == {REFERENCE, CODEC, *TASKS, CASCADE}
+    assert results["tasks"][CODEC]["clips"] == 1 and results["tasks"][CODEC]["fd_video"] >= 0
     assert results["geometry"] == {"size": 32, "fps": 8.0, "sample_rate": 8000}
     ref = results["tasks"][REFERENCE]
     assert ref["acc_shape"] == 1.0 and ref["acc_pitch"] == 1.0 and ref["sync_in_frame"] == 1.0

@@ -1,5 +1,5 @@
 """The node pack in a real ComfyUI 0.3.75 server: /object_info, every shipped API workflow run to
-completion on the embedded apollo-tiny (the debug bundle until it ships; files checked with PyAV), and bad inputs that must fail with a
+completion on the embedded apollo-tiny (files checked with PyAV), and bad inputs that must fail with a
 readable error in the history while the server keeps serving the next prompt."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ NODE_IDS = {"ApolloModelLoader", "ApolloCodecLoader", "ApolloTextEncoderLoader",
             "ApolloEmptyAVLatent", "ApolloSplitAVLatent", "ApolloJoinAVLatent", "ApolloSampler", "ApolloDecodeAV",
             "ApolloDecodeVideo", "ApolloDecodeAudio", "ApolloSaveAV", "ApolloPreviewAV"}
 FRAMES, FPS, SECONDS, SIDE = 16, 8, 2.0, 256  # the workflows' 64 px, 2 s at 8 fps; shown at 256
-RATE = comfy_harness.workflow_sample_rate()  # the embedded apollo-tiny's once it ships, else the debug bundle's
+RATE = comfy_harness.embedded_sample_rate()  # 16 kHz: the workflows run on the embedded apollo-tiny
 MEDIA = comfy_harness.REPO_ROOT / "workflows" / "media"
 
 
@@ -147,7 +147,7 @@ def test_bad_inputs_fail_readably_and_the_server_carries_on(apollo_server: Comfy
     prompt = apollo_workflow("T2AV")
     prompt["6"]["inputs"]["width"] = 63
     _expect_error(apollo_server, prompt, "6", "ApolloEmptyAVLatent",
-                  "width=63 is not a multiple of 8 (codec 4x, patch); nearest valid: 56 or 64")
+                  "width=63 is not a multiple of 16 (codec 8x, patch); nearest valid: 48 or 64")
 
     prompt = apollo_workflow("TI2V")
     del prompt["10"], prompt["7"]["inputs"]["image"]
