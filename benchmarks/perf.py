@@ -60,6 +60,7 @@ class PerfSizes:
     repeats: int = 3
     task_repeats: int = 5
     matmul_repeats: int = 5  # the peak is the best sample: more samples, less load in it
+    compile_block: bool = False  # also time both blocks under torch.compile (minutes of compiling)
     clip_26b: Clip = field(default_factory=lambda: Clip(5.0, 1280, 720))
 
 
@@ -102,6 +103,7 @@ FULL = PerfSizes(
     warmup=1,
     repeats=3,
     task_repeats=5,
+    compile_block=True,
 )
 
 
@@ -187,7 +189,8 @@ def run_perf(*, quick: bool = False, checkpoint: str | Path | None = None, rando
 
     def run_comfy() -> None:
         say("perf: our joint block vs ComfyUI's (child process)")
-        report["comfy_block"] = compare_with_comfy(sz.comfy_cases, warmup=sz.warmup, repeats=sz.task_repeats)
+        report["comfy_block"] = compare_with_comfy(sz.comfy_cases, warmup=sz.warmup, repeats=sz.task_repeats,
+                                                   compile=sz.compile_block)
 
     def run_e2e() -> None:
         with tempfile.TemporaryDirectory(prefix="apollo-perf-bundle-") as tmp:

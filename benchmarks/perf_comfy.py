@@ -48,7 +48,7 @@ def comfy_root() -> Path:
 
 
 def compare_with_comfy(cases: list[BlockCase], *, dtype: str = "fp32", warmup: int = 1, repeats: int = 5,
-                       profile: bool = True, timeout_s: float = 1800.0) -> dict:
+                       profile: bool = True, compile: bool = False, timeout_s: float = 1800.0) -> dict:
     """Run the comparison in a child process and return its report."""
     if dtype not in ("fp32", "bf16"):
         raise ValueError(f"dtype={dtype!r}: use fp32 or bf16")
@@ -58,7 +58,7 @@ def compare_with_comfy(cases: list[BlockCase], *, dtype: str = "fp32", warmup: i
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # never write .pyc into site-packages' ComfyUI
     env.setdefault("HF_HUB_OFFLINE", "1")
     spec = {"root": str(root), "cases": [c.to_dict() for c in cases], "dtype": dtype, "warmup": warmup,
-            "repeats": repeats, "profile": profile}
+            "repeats": repeats, "profile": profile, "compile": compile}
     with tempfile.TemporaryDirectory(prefix="apollo-perf-comfy-") as tmp:
         out = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "benchmarks.perf_comfy", "--spec", json.dumps(spec), "--out", str(out)]
@@ -109,6 +109,7 @@ def _child(spec: dict) -> dict:
     from comfy.ldm.modules import attention as comfy_attention
     from comfy.ldm.modules.diffusionmodules import mmdit
 
+    from apollo_core.compile import check_compile_available
     from apollo_core.config import ApolloConfig
     from apollo_core.model.attention import attention_sdpa
     from apollo_core.model.block import BlockContext, JointBlock, StreamContext
@@ -161,22 +162,35 @@ def _child(spec: dict) -> dict:
         with_rope, no_rope = ctx(True), ctx(False)
         inputs = {"video": x, "video_text": context}
 
-        def run_theirs(attn):
+        def run_theirs(attn, module=theirs):
             def call():
                 mmdit.optimized_attention = attn
                 try:
-                    return theirs(context, x, c=c, use_checkpoint=False)
+                    return module(context, x, c=c, use_checkpoint=False)
                 finally:
                     mmdit.optimized_attention = comfy_default
             return call
 
         fns = {"ours": lambda: ours(inputs, with_rope), "ours_no_rope": lambda: ours(inputs, no_rope),
                "comfy_sdpa": run_theirs(comfy_attention.attention_pytorch), "comfy_default": run_theirs(comfy_default)}
+        compile_note = None
+        if spec.get("compile"):  # both sides compiled by inductor (apollo_core.compile's regional compile)
+            try:
+                check_compile_available()
+                ours_c, theirs_c = torch.compile(ours), torch.compile(theirs)
+                fns["ours_compiled"] = lambda: ours_c(inputs, with_rope)
+                fns["comfy_sdpa_compiled"] = run_theirs(comfy_attention.attention_pytorch, theirs_c)
+            except ValueError as exc:
+                compile_note = str(exc)
         with torch.no_grad():
             ref_ctx, ref_x = fns["comfy_sdpa"]()
             mine = ours(inputs, no_rope)
             diff = max(float((mine["video"] - ref_x).abs().max()), float((mine["video_text"] - ref_ctx).abs().max()))
             scale = float(ref_x.abs().max())
+            if "ours_compiled" in fns:  # compile now (not inside the timed rounds) and check the result
+                eager = ours(inputs, with_rope)["video"]
+                compile_diff = float((fns["ours_compiled"]()["video"] - eager).abs().max())
+                fns["comfy_sdpa_compiled"]()
             times = time_interleaved(fns, warmup=spec["warmup"], repeats=spec["repeats"])
         flops = block_flops(case.hidden, case.heads, case.mlp_ratio, case.x_tokens, case.context_tokens, b)
         med = {k: t.median_s for k, t in times.items()}
@@ -187,6 +201,14 @@ def _child(spec: dict) -> dict:
                "theirs_over_ours": _versus(times, paired_ratio),
                "theirs_over_ours_best": _versus(times, lambda a, b: a.min_s / b.min_s),
                "rope_share_of_ours": 1.0 - 1.0 / paired_ratio(times["ours"], times["ours_no_rope"])}
+        if "ours_compiled" in times:
+            row["compiled"] = {"comfy_sdpa_over_ours_compiled": paired_ratio(times["comfy_sdpa"], times["ours_compiled"]),
+                               "comfy_compiled_over_ours_compiled": paired_ratio(times["comfy_sdpa_compiled"],
+                                                                                  times["ours_compiled"]),
+                               "ours_eager_over_compiled": paired_ratio(times["ours"], times["ours_compiled"]),
+                               "max_abs_diff_vs_eager": compile_diff}
+        elif compile_note:
+            row["compiled"] = {"error": compile_note}
         if spec["profile"]:
             row["profile"] = {"ours": _profile_table(fns["ours"]), "comfy_sdpa": _profile_table(fns["comfy_sdpa"])}
         results.append(row)

@@ -127,6 +127,13 @@ def format_perf(report: dict) -> str:
                          f"vs comfy+sdpa {x['comfy_sdpa']:.2f}x (best-of-N {r['theirs_over_ours_best']['comfy_sdpa']:.2f}x), vs comfy default ({r['comfy_default_attention']}) "
                          f"{x['comfy_default']:.2f}x, no-RoPE vs comfy+sdpa {x['comfy_sdpa_vs_ours_no_rope']:.2f}x; "
                          f"RoPE {r['rope_share_of_ours']:.0%} of ours; max |diff| {r['max_abs_diff_vs_comfy']:.1e}")
+            comp = r.get("compiled")
+            if comp and "error" in comp:
+                lines.append(f"    torch.compile: not available ({comp['error']})")
+            elif comp:
+                lines.append(f"    torch.compile: ours compiled vs comfy+sdpa eager {comp['comfy_sdpa_over_ours_compiled']:.2f}x, "
+                             f"vs comfy compiled {comp['comfy_compiled_over_ours_compiled']:.2f}x; ours eager/compiled "
+                             f"{comp['ours_eager_over_compiled']:.2f}x; max |diff| vs eager {comp['max_abs_diff_vs_eager']:.1e}")
             for who, table in r.get("profile", {}).items():
                 top = ", ".join(f"{e['op'].replace('aten::', '')} {e['share']:.0%}" for e in table[:5])
                 lines.append(f"    profile {who}: {top}")

@@ -30,7 +30,7 @@ def test_the_embedded_model_is_shipped_with_its_records() -> None:
         assert (ASSET / name).is_file(), f"{name} missing from {ASSET}"
     config, extra = read_config(ASSET / "model.safetensors")
     assert config.name == "apollo-tiny" and extra["ema"] is True
-    assert read_codec_metadata(ASSET / "video_codec.safetensors")["kind"] == "video"
+    assert read_codec_metadata(ASSET / "video_codec.safetensors")["kind"] == "tiny_video"
     size = sum(p.stat().st_size for p in ASSET.glob("*.safetensors"))
     assert size < 80e6  # "a few tens of MB"
 

@@ -192,3 +192,33 @@ def test_wrong_shapes_raise_clear_errors():
         model(assemble(CFG, Task.T2V, video=video, audio=None, t=torch.tensor([0.5, 0.5]), cond=bad))
     with pytest.raises(ValueError, match="video or an audio"):
         model(ApolloInputs())
+
+
+@pytest.mark.slow
+def test_compiled_blocks_match_eager():
+    from apollo_core.compile import compile_blocks
+
+    model = _model(attention="sdpa")
+    video, audio = _latents()
+    inputs = assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.2, 0.9]), cond=_cond())
+    with torch.no_grad():
+        ref = model(inputs)
+        compiled = compile_blocks(model)(inputs)
+    for k in ref:
+        assert torch.allclose(ref[k], compiled[k], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="blocks"):
+        compile_blocks(torch.nn.Linear(2, 2))
+
+
+def test_rope_on_stacked_q_and_k_equals_separate():
+    """The block rotates q and k stacked `[B, N, 2, H, D]` in one call; same as one each."""
+    from apollo_core.model.rope import apply_rope
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 2, 7, 3, 8, generator=g).unbind(0)  # [B=2, N=7, H=3, D=8] each... as 2 tensors
+    cos, sin = torch.randn(7, 1, 4, generator=g), torch.randn(7, 1, 4, generator=g)
+    both = apply_rope(torch.stack([q, k], dim=2), cos.unsqueeze(-2), sin.unsqueeze(-2))
+    assert torch.allclose(both[:, :, 0], apply_rope(q, cos, sin)) and torch.allclose(both[:, :, 1], apply_rope(k, cos, sin))
+    x0, x1 = q[..., 0::2], q[..., 1::2]  # the rotation written out: pairs (x[2i], x[2i+1])
+    ref = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+    assert torch.allclose(apply_rope(q, cos, sin), ref, atol=1e-6)

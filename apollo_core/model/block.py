@@ -87,7 +87,7 @@ class StreamLayer(nn.Module):
     def pre_attention(self, x: Tensor, ctx: StreamContext) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         mods = self.mod(ctx.temb, ctx.index)  # [B, 1|N, D] each
         shift1, scale1 = mods[0], mods[1]
-        h = layer_norm(x) * (1 + scale1) + shift1  # [B, N, D]
+        h = torch.addcmul(shift1, layer_norm(x), 1 + scale1)  # [B, N, D]; modulate in one pass
         qkv = self.qkv(h).unflatten(-1, (3, self.heads, -1))  # [B, N, 3, H, Dh]
         # q and k go through norm and RoPE together (one kernel each instead of two)
         qk = qkv[:, :, :2]  # [B, N, 2, H, Dh]
@@ -103,8 +103,8 @@ class StreamLayer(nn.Module):
         if self.pre_only:
             return x
         gate1, shift2, scale2, gate2 = mods
-        x = x + gate1 * self.proj(attn.flatten(-2))  # [B, N, D]
-        return x + gate2 * self.mlp(layer_norm(x) * (1 + scale2) + shift2)  # [B, N, D]
+        x = torch.addcmul(x, gate1, self.proj(attn.flatten(-2)))  # [B, N, D]
+        return torch.addcmul(x, gate2, self.mlp(torch.addcmul(shift2, layer_norm(x), 1 + scale2)))  # [B, N, D]
 
 
 class JointBlock(nn.Module):

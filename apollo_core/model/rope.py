@@ -98,7 +98,12 @@ def rope_cos_sin(config: ApolloConfig, positions: Tensor, dtype: torch.dtype = t
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate `x` `[..., N, H, D]` by interleaved pairs (x[2i], x[2i+1]); cos/sin broadcast
-    against `[..., N, H, D/2]`. One complex multiply: about half the element-wise passes of the
-    explicit x0*cos - x1*sin form on CPU."""
+    against `[..., N, H, D/2]`. Eager: one complex multiply, about half the element-wise passes
+    of the explicit form on CPU. Under torch.compile: the explicit form, which inductor fuses
+    (it generates no code for complex operators)."""
+    if torch.compiler.is_compiling():
+        xf = x.float().unflatten(-1, (-1, 2))  # [..., D/2, 2]
+        x0, x1 = xf[..., 0], xf[..., 1]
+        return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).to(x.dtype)
     xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # [..., N, H, D/2]
     return torch.view_as_real(xc * torch.complex(cos.float(), sin.float())).flatten(-2).to(x.dtype)

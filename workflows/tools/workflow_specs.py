@@ -9,10 +9,13 @@ from typing import Any
 
 EMBEDDED = "apollo-tiny (embedded)"
 TASKS = ("T2AV", "TI2AV", "TI2V", "T2V", "T2A", "V2A", "A2V")
-VIDEO_PROMPT = "a red ball bouncing on green grass under a blue sky"
-AUDIO_PROMPT = "a dull knock each time the ball hits the ground"
-NEGATIVE_VIDEO = "blurry, flicker, distorted shapes"
-NEGATIVE_AUDIO = "hiss, hum, distortion"
+# In the synthetic world apollo-tiny was trained on (paraphrases of its captions: the MiniLM caption
+# encoder maps them close); the example media are that scene (make_media.py). The negatives stay
+# empty: apollo-tiny learned its unconditional branch from dropped (empty) captions.
+VIDEO_PROMPT = "a large red circle bounces on a dark blue background"
+AUDIO_PROMPT = "a low knock each time it hits the floor"
+NEGATIVE_VIDEO = ""
+NEGATIVE_AUDIO = ""
 EXAMPLE_IMAGE, EXAMPLE_VIDEO, EXAMPLE_AUDIO = "apollo_example.png", "apollo_example.mp4", "apollo_example.wav"
 
 # Where each node sits in the UI template: (column, row) on a 400 x 220 px grid.
