@@ -20,6 +20,7 @@ def quality_command(args: argparse.Namespace) -> int:
                           reference=not args.no_reference, video_cfg=args.video_cfg, audio_cfg=args.audio_cfg, log=log)
     if args.specs:
         results["specs"] = str(args.specs)
+    results["command"] = " ".join(["apollo-av", "bench", "quality", *args.argv])
     print(format_table(results))
     if args.json:
         out = write_json_atomic(args.json, results)
