@@ -28,8 +28,7 @@ def check_compile_available() -> None:
     if not hasattr(torch, "compile"):
         raise ValueError(f"torch {torch.__version__} has no torch.compile; install torch >= 2.1 or run without compile")
     try:
-        from torch._inductor import cpp_builder  # noqa: F401  (the CPU backend's C++ toolchain probe)
-        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.cpp_builder import get_cpp_compiler  # the CPU backend's C++ toolchain probe
 
         get_cpp_compiler()
     except Exception as exc:  # inductor raises several kinds when no compiler is found

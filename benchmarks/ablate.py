@@ -27,8 +27,8 @@ from training.data.world import SceneSpec
 
 from .quality import CASCADE, run_quality
 
-BASE_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "ablate.yaml"
 REPO = Path(__file__).resolve().parents[1]
+BASE_CONFIG = REPO / "training" / "configs" / "ablate.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +96,6 @@ def variant_config(base: Path, variant: Variant, *, seed: int, steps: int, out: 
     base stages in their configured proportions, one shared encoded-data cache and resolved codec
     paths."""
     probe = load_config(base, list(extra))
-    total = probe.total_steps
     overrides = [*extra, f"seed={seed}", f"output_dir={out}", f"data.cache_dir={cache}", "tensorboard=false",
                  "checkpoint.every=0", *variant.overrides]
     for kind in ("video", "audio"):
@@ -170,7 +169,7 @@ def run_ablation(*, budget_minutes: float, seeds: list[int], variants: list[str]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"variants {unknown or variants} invalid; choose from {list(VARIANTS)}")
-    if len(set(seeds)) < 1:
+    if not seeds:
         raise ValueError("give at least one seed (--seeds)")
     if train_steps is None and budget_minutes <= 0:
         raise ValueError(f"--budget-minutes must be > 0, got {budget_minutes}")

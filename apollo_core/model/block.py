@@ -14,12 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ApolloConfig
 from .attention import AttentionFn
-from .layers import MLP, CastOps, Modulation, RMSNorm, factory, layer_norm
+from .layers import MLP, CastOps, Modulation, RMSNorm, factory, layer_norm, rms_norm
 from .rope import apply_rope
 
 
@@ -75,7 +74,6 @@ class StreamLayer(nn.Module):
         kw = dict(dtype=dtype, device=device)
         self.heads = config.heads
         self.pre_only = pre_only
-        self.qk_norm = config.qk_norm
         self.mod = Modulation(d, 2 if pre_only else 6, operations=operations, **kw)
         self.qkv = operations.Linear(d, 3 * d, **factory(dtype, device))
         self.q_norm = RMSNorm(hd, **kw) if config.qk_norm else nn.Identity()
@@ -91,12 +89,12 @@ class StreamLayer(nn.Module):
         qkv = self.qkv(h).unflatten(-1, (3, self.heads, -1))  # [B, N, 3, H, Dh]
         # q and k go through norm and RoPE together (one kernel each instead of two)
         qk = qkv[:, :, :2]  # [B, N, 2, H, Dh]
-        if self.qk_norm:
-            weight = torch.stack([self.q_norm.weight, self.k_norm.weight]).float()[:, None]  # [2, 1, Dh]
-            qk = F.rms_norm(qk.float(), qk.shape[-1:], eps=self.q_norm.eps) * weight
+        if isinstance(self.q_norm, RMSNorm):
+            weight = torch.stack([self.q_norm.weight, self.k_norm.weight])[:, None]  # [2, 1, Dh]
+            qk = rms_norm(qk, weight, self.q_norm.eps)
         if ctx.cos is not None:
             qk = apply_rope(qk, ctx.cos.unsqueeze(-2), ctx.sin.unsqueeze(-2))  # tables [(B,) N, 1, 1, Dh/2]
-        q, k = qk.to(x.dtype).unbind(2)  # [B, N, H, Dh] each
+        q, k = qk.unbind(2)  # [B, N, H, Dh] each
         return q, k, qkv[:, :, 2], mods[2:]
 
     def post_attention(self, x: Tensor, attn: Tensor, mods: list[Tensor]) -> Tensor:

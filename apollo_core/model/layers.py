@@ -40,7 +40,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, **factory(dtype, device)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x.float(), x.shape[-1:], self.weight.float(), self.eps).to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMSNorm over the last axis in fp32, back in x's dtype; `weight` broadcasts against the
+    normalised x (so stacked norms, e.g. q's and k's as `[2, 1, D]`, run as one kernel)."""
+    return (F.rms_norm(x.float(), x.shape[-1:], eps=eps) * weight.float()).to(x.dtype)
 
 
 def layer_norm(x: Tensor, eps: float = 1e-6) -> Tensor:
