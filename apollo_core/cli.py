@@ -43,7 +43,7 @@ def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import avio
-    from .pipeline import Request, generate, load_bundle
+    from .pipeline import Request, generate, load_bundle, sampling_steps
     from .tasks import Task
 
     started = time.perf_counter()
@@ -60,9 +60,10 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError(f"task {task.value} needs an input video: add --video PATH.mp4")
     if task.needs_audio and not args.audio:
         raise ValueError(f"task {task.value} needs an input audio: add --audio PATH.wav")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     bundle = load_bundle(args.checkpoint, attention=args.attention)
+    steps = sampling_steps(bundle, args.steps)
     config = bundle.config
     image = video = audio = None
     if task.needs_image:
@@ -73,10 +74,10 @@ def _generate(args: argparse.Namespace) -> int:
         audio, _ = avio.read_audio(args.audio, sample_rate=config.audio.sample_rate, mono=True, max_seconds=args.seconds)
     request = Request(task=task, video_prompt=args.video_prompt, audio_prompt=args.audio_prompt, speech=args.speech,
                       negative_video=args.negative_video, negative_audio=args.negative_audio, image=image, video=video,
-                      audio=audio, seconds=args.seconds, width=args.width, height=args.height, steps=args.steps,
+                      audio=audio, seconds=args.seconds, width=args.width, height=args.height, steps=steps,
                       video_cfg=args.video_cfg, audio_cfg=args.audio_cfg, shift=args.shift, solver=args.sampler,
                       seed=args.seed)
-    with tqdm(total=args.steps, desc=f"apollo-av {task.value}", unit="step", disable=args.quiet) as bar:
+    with tqdm(total=steps, desc=f"apollo-av {task.value}", unit="step", disable=args.quiet) as bar:
         clip = generate(bundle, request, callback=lambda i, n, _x: bar.update(1))
     if wants_wav:
         avio.write_wav(out, clip.waveform, clip.sample_rate)
@@ -124,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seconds", type=float)
     gen.add_argument("--width", type=int)
     gen.add_argument("--height", type=int)
-    gen.add_argument("--steps", type=int, default=25)
+    gen.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's recommended count; "
+                     "the embedded apollo-tiny's is 12, else 25)")
     gen.add_argument("--video-cfg", type=float, default=3.0)
     gen.add_argument("--audio-cfg", type=float, default=3.0)
     gen.add_argument("--shift", type=float, default=1.0)

@@ -23,6 +23,7 @@ from .text import TextEncoder, encode_speech, load_text_encoder
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = "apollo-tiny"
+DEFAULT_STEPS = 25  # when neither the request nor the checkpoint's defaults name a step count
 MODEL_FILE, VIDEO_CODEC_FILE, AUDIO_CODEC_FILE = "model.safetensors", "video_codec.safetensors", "audio_codec.safetensors"
 
 
@@ -206,7 +207,7 @@ class Request:
     seconds: float | None = None
     width: int | None = None
     height: int | None = None
-    steps: int = 25
+    steps: int | None = None  # None: the checkpoint's recommended steps (defaults["steps"]), else DEFAULT_STEPS
     video_cfg: float = 3.0
     audio_cfg: float = 3.0
     shift: float = 1.0
@@ -214,8 +215,18 @@ class Request:
     seed: int = 0
 
 
+def sampling_steps(bundle: Bundle, steps: int | None) -> int:
+    """`steps` when given, else the steps the checkpoint records as enough (its quality was
+    measured there), else DEFAULT_STEPS."""
+    resolved = int(steps if steps is not None else bundle.defaults.get("steps", DEFAULT_STEPS))
+    if resolved < 1:
+        raise ValueError(f"steps must be >= 1, got {resolved}")
+    return resolved
+
+
 def generate(bundle: Bundle, request: Request, callback: StepCallback | None = None) -> AVClip:
     config, task, spec = bundle.config, request.task, request.task.spec
+    steps = sampling_steps(bundle, request.steps)
     seconds = request.seconds or bundle.defaults.get("seconds", 2.0)
     width = request.width or bundle.defaults.get("width", 64)
     height = request.height or bundle.defaults.get("height", 64)
@@ -248,7 +259,7 @@ def generate(bundle: Bundle, request: Request, callback: StepCallback | None = N
             wave = fit_audio(request.audio.mean(0, keepdim=True), geo.audio_latent[1] * config.audio.hop)
             init["audio"] = encode_waveform(bundle.audio_codec, wave[None])
     init = {k: v.to(device) for k, v in init.items()}
-    out = denoise(bundle.model, task, cond, uncond, init, steps=request.steps, video_cfg=request.video_cfg,
+    out = denoise(bundle.model, task, cond, uncond, init, steps=steps, video_cfg=request.video_cfg,
                   audio_cfg=request.audio_cfg, shift=request.shift, solver=request.solver, callback=callback)
     frames, wave = decode(bundle, out, geo)
     if spec.video is Role.GIVEN:

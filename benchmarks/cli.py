@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from apollo_core.sampling import Solver
+
 from .quality import CASCADE, TASKS, format_table, run_quality
 from .perf_cli import add_perf_parser
 from .results import write_json_atomic
@@ -17,7 +19,8 @@ def quality_command(args: argparse.Namespace) -> int:
     specs = load_specs(args.specs) if args.specs else None
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     results = run_quality(args.checkpoint, specs, args.tasks, args.n, args.steps, args.seed,
-                          reference=not args.no_reference, video_cfg=args.video_cfg, audio_cfg=args.audio_cfg, log=log)
+                          reference=not args.no_reference, video_cfg=args.video_cfg, audio_cfg=args.audio_cfg,
+                          solver=args.solver, shift=args.shift, log=log)
     if args.specs:
         results["specs"] = str(args.specs)
     results["command"] = " ".join(["apollo-av", "bench", "quality", *args.argv])
@@ -36,10 +39,12 @@ def add_quality_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    help=f"tasks to run (default: all of {', '.join(TASKS)}); '{CASCADE}' adds T2V followed by "
                         "V2A on the generated frames (the cascaded baseline)")
     p.add_argument("--n", type=int, default=16, help="specs per task: the first N of the file (default 16)")
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's recommended count, else 25)")
     p.add_argument("--seed", type=int, default=0, help="clip i uses seed + i")
     p.add_argument("--video-cfg", type=float, default=3.0)
     p.add_argument("--audio-cfg", type=float, default=3.0)
+    p.add_argument("--solver", default="euler", choices=[s.value for s in Solver])
+    p.add_argument("--shift", type=float, default=1.0, help="sampling time shift (>1 spends more steps at high noise)")
     p.add_argument("--no-reference", action="store_true", help="skip the row scoring the rendered real clips")
     p.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")
     p.add_argument("--json", help="write the results here (JSON)")

@@ -55,12 +55,13 @@ class PerfSizes:
     tasks_clips: list[Clip]
     comfy_cases: list[BlockCase]
     e2e_tasks: list[Task]
-    e2e_steps: int
+    e2e_steps: int | None  # None: `apollo-av generate`'s own default (the checkpoint's recommended steps)
     warmup: int = 1
     repeats: int = 3
     task_repeats: int = 5
     matmul_repeats: int = 5  # the peak is the best sample: more samples, less load in it
     compile_block: bool = False  # also time both blocks under torch.compile (minutes of compiling)
+    forward_compile_min_tokens: int | None = None  # also time compiled forwards from this many tokens
     clip_26b: Clip = field(default_factory=lambda: Clip(5.0, 1280, 720))
 
 
@@ -99,11 +100,12 @@ FULL = PerfSizes(
                  BlockCase(hidden=512, heads=8, x_tokens=1024, context_tokens=32),
                  BlockCase(hidden=512, heads=8, x_tokens=4096, context_tokens=77)],
     e2e_tasks=list(Task),
-    e2e_steps=25,
+    e2e_steps=None,
     warmup=1,
     repeats=3,
     task_repeats=5,
     compile_block=True,
+    forward_compile_min_tokens=2000,
 )
 
 
@@ -171,7 +173,8 @@ def run_perf(*, quick: bool = False, checkpoint: str | Path | None = None, rando
         for name in sz.forward_configs:
             say(f"perf: DiT forward {name}")
             report["forward"] += measure_forward(_config(name), sz.forward_clips, report["matmul_peak"], warmup=sz.warmup,
-                                                 repeats=sz.repeats, budget_s=sz.forward_budget_s)
+                                                 repeats=sz.repeats, budget_s=sz.forward_budget_s,
+                                                 compile_min_tokens=sz.forward_compile_min_tokens)
         say("perf: bf16 modes")
         report["bf16_modes"] = measure_bf16_modes(_config(sz.forward_configs[0]), sz.bf16_modes_clip, report["matmul_peak"],
                                                   warmup=sz.warmup, repeats=sz.repeats, budget_s=sz.forward_budget_s)

@@ -20,7 +20,8 @@ from apollo_core.checkpoint import save_model
 from apollo_core.codecs import TinyAudioVAE, TinyVideoVAE, save_codec
 from apollo_core.config import get_preset
 from apollo_core.model.dit import ApolloDiT
-from apollo_core.pipeline import Bundle, Request, default_checkpoint, generate, load_bundle, resolve_checkpoint
+from apollo_core.pipeline import (Bundle, Request, default_checkpoint, generate, load_bundle, resolve_checkpoint,
+                                  sampling_steps)
 from apollo_core.tasks import Task
 
 PRESET_DEFAULTS = {"apollo-tiny": {"seconds": 2.0, "width": 64, "height": 64}, "debug": {"seconds": 2.0, "width": 32, "height": 32}}
@@ -167,15 +168,18 @@ def _wait4(proc: subprocess.Popen, timeout_s: float) -> tuple[int, int, Any]:
         time.sleep(0.02)
 
 
-def measure_end_to_end(checkpoint: Path, tasks: list[Task], *, steps: int = 25,
+def measure_end_to_end(checkpoint: Path, tasks: list[Task], *, steps: int | None = None,
                        log: Callable[[str], None] | None = None) -> dict:
     """Per task: in-process phase times (after one warm-up generate) and the CLI's wall time and
-    peak RSS. The same seed, prompts, steps, CFG and display size as `apollo-av generate`."""
-    if steps < 1:
+    peak RSS. The same seed, prompts, steps, CFG and display size as `apollo-av generate`; steps
+    None: the command's own default (the checkpoint's recommended steps)."""
+    if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     start = time.perf_counter()
     bundle = load_bundle(checkpoint)
     load_s = time.perf_counter() - start
+    given = steps
+    steps = sampling_steps(bundle, steps)
     rows = []
     with tempfile.TemporaryDirectory(prefix="apollo-perf-e2e-") as tmp:
         folder = Path(tmp)
@@ -187,8 +191,10 @@ def measure_end_to_end(checkpoint: Path, tasks: list[Task], *, steps: int = 25,
             phases = _phases(bundle, task, _request(task, bundle, inputs, steps), folder / f"inproc-{task.value}")
             phases["load"] = load_s
             out = folder / f"cli-{task.value}{'.wav' if task is Task.T2A else '.mp4'}"
-            args = ["generate", "--task", task.value, "--checkpoint", str(checkpoint), "--steps", str(steps), "--quiet",
-                    "--out", str(out), "--video-prompt", PROMPTS["video_prompt"], "--audio-prompt", PROMPTS["audio_prompt"]]
+            args = ["generate", "--task", task.value, "--checkpoint", str(checkpoint), "--quiet", "--out", str(out),
+                    "--video-prompt", PROMPTS["video_prompt"], "--audio-prompt", PROMPTS["audio_prompt"]]
+            if given is not None:
+                args += ["--steps", str(given)]
             for flag in ("image", "video", "audio"):
                 if getattr(task, f"needs_{flag}"):
                     args += [f"--{flag}", str(inputs[flag])]
@@ -197,4 +203,5 @@ def measure_end_to_end(checkpoint: Path, tasks: list[Task], *, steps: int = 25,
                 raise RuntimeError(f"apollo-av generate --task {task.value} wrote no output at {out}")
             rows.append({"task": task.value, "phases_s": phases, "cli_wall_s": cli["wall_s"], "cli_peak_rss_mib": cli["peak_rss_mib"]})
     return {"checkpoint": str(checkpoint), "preset": bundle.config.name, "defaults": bundle.defaults, "steps": steps,
+            "steps_from": "command line" if given is not None else "checkpoint default",
             "tasks": rows}

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from apollo_core import memory
+from apollo_core.compile import compile_blocks
 from apollo_core.config import ApolloConfig
 from apollo_core.model.attention import Backend, available, get_attention
 from apollo_core.tasks import Task
@@ -26,19 +27,27 @@ def _skip(predicted_s: float, budget_s: float, why: str) -> str | None:
 def mfu_peak(peak: dict[str, dict], dtype: str) -> float:
     """The machine's limit for `dtype` math. Any bf16 product can be computed at the fp32 FMA rate
     (convert, then FMA), so fp32's peak bounds bf16's from below: on a CPU without bf16 units
-    (AVX2 only) torch's bf16 GEMM is far below that rate, while SDPA converts and runs near it."""
+    (AVX2 only) torch's bf16 GEMM is far below that rate, while SDPA converts and runs near it.
+    A mode such as "fp32+compile" is held to its dtype's peak."""
+    dtype = dtype.split("+")[0]
     if dtype == "fp32":
         return peak["fp32"]["gflops"]
     return max(peak[dtype]["gflops"], peak["fp32"]["gflops"])
 
 
+COMPILED = "fp32+compile"  # fp32 with apollo_core.compile.compile_blocks (inductor fuses the element-wise work)
+
+
 def measure_forward(config: ApolloConfig, clips: list[Clip], peak: dict[str, dict], *, dtypes: tuple[str, ...] = ("fp32", "bf16"),
-                    warmup: int = 1, repeats: int = 3, budget_s: float = 60.0) -> list[dict]:
+                    warmup: int = 1, repeats: int = 3, budget_s: float = 60.0, compile_min_tokens: int | None = None) -> list[dict]:
     """T2AV forward (batch 1) per clip size and dtype: time, achieved GFLOP/s and MFU against
     `mfu_peak` of that dtype. A case whose predicted time at the dtype's measured matmul speed
-    exceeds `budget_s` is reported as skipped (without bf16 units a bf16 forward runs ~20-50x slower)."""
+    exceeds `budget_s` is reported as skipped (without bf16 units a bf16 forward runs ~20-50x slower).
+    compile_min_tokens: also time the `COMPILED` mode on cases with at least this many tokens (the
+    first warm-up call compiles, so compile time is not in the figures)."""
     fp32 = random_model(config)
-    models: dict[str, Callable[[], torch.nn.Module]] = {"fp32": lambda: fp32, "bf16": lambda: to_bf16(copy.deepcopy(fp32))}
+    models: dict[str, Callable[[], torch.nn.Module]] = {"fp32": lambda: fp32, "bf16": lambda: to_bf16(copy.deepcopy(fp32)),
+                                                         COMPILED: lambda: compile_blocks(copy.deepcopy(fp32), dynamic=False)}
     built: dict[str, torch.nn.Module] = {}
     rows = []
     for clip in clips:
@@ -51,9 +60,10 @@ def measure_forward(config: ApolloConfig, clips: list[Clip], peak: dict[str, dic
                "clip": clip.to_dict(), "tokens": sum(tokens.values()), "tokens_by_stream": tokens,
                "flops": flops["total"], "flops_breakdown": flops, "flops_memory_estimate": est.flops_per_step,
                "estimate_over_counted": est.flops_per_step / flops["total"], "by_dtype": {}}
-        for name in dtypes:
+        modes = dtypes + ((COMPILED,) if compile_min_tokens is not None and row["tokens"] >= compile_min_tokens else ())
+        for name in modes:
             gflops_peak = mfu_peak(peak, name)
-            speed = peak[name]["gflops"]
+            speed = peak[name.split("+")[0]]["gflops"]
             predicted = flops["total"] / (speed * 1e9) * (warmup + repeats)
             reason = _skip(predicted, budget_s, f"the {name} matmul speed ({speed:.1f} GFLOP/s)")
             if reason:

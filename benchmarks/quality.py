@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from apollo_core.pipeline import (Bundle, Request, decode_audio, decode_video, encode_frames, encode_waveform, generate,
-                                  geometry, load_bundle)
+                                  geometry, load_bundle, sampling_steps)
 from apollo_core.tasks import Task
 from training.data.world import HELDOUT_PATH, Sample, SceneSpec, SpecError, load_specs, render
 
@@ -58,7 +58,8 @@ def render_for_model(spec: SceneSpec, bundle: Bundle) -> Sample:
     return render(adapted)
 
 
-def make_request(task: Task, real: Sample, *, steps: int, seed: int, video_cfg: float, audio_cfg: float) -> Request:
+def make_request(task: Task, real: Sample, *, steps: int, seed: int, video_cfg: float, audio_cfg: float,
+                 solver: str = "euler", shift: float = 1.0) -> Request:
     """The request a task gets for one spec: captions as prompts, real inputs where it conditions."""
     frames = torch.from_numpy(real.frames).float() / 255.0  # [T, H, W, 3]
     return Request(
@@ -67,15 +68,16 @@ def make_request(task: Task, real: Sample, *, steps: int, seed: int, video_cfg: 
         video=frames if task.needs_video else None,
         audio=torch.from_numpy(real.audio)[None] if task.needs_audio else None,
         seconds=real.spec.seconds, width=real.spec.size, height=real.spec.size,
-        steps=steps, video_cfg=video_cfg, audio_cfg=audio_cfg, seed=seed,
+        steps=steps, video_cfg=video_cfg, audio_cfg=audio_cfg, seed=seed, solver=solver, shift=shift,
     )
 
 
 def _generate(bundle: Bundle, name: str, real: Sample, *, steps: int, seed: int, video_cfg: float,
-              audio_cfg: float) -> tuple[np.ndarray | None, np.ndarray | None, set[str], np.ndarray | None]:
+              audio_cfg: float, solver: str, shift: float
+              ) -> tuple[np.ndarray | None, np.ndarray | None, set[str], np.ndarray | None]:
     """Frames, waveform, the modalities the run generated, and the reference image (if any) of
     one clip for a task name or the cascade."""
-    kw = dict(steps=steps, seed=seed, video_cfg=video_cfg, audio_cfg=audio_cfg)
+    kw = dict(steps=steps, seed=seed, video_cfg=video_cfg, audio_cfg=audio_cfg, solver=solver, shift=shift)
     if name == CASCADE:
         video = generate(bundle, make_request(Task.T2V, real, **kw)).frames  # [T, H, W, 3] 0..1
         request = dataclasses.replace(make_request(Task.V2A, real, **kw), video=video)
@@ -158,16 +160,17 @@ def _clean(x: object) -> object:
     return x
 
 
-def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: list[str], n: int, steps: int,
+def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: list[str], n: int, steps: int | None,
                 seed: int, *, reference: bool = True, video_cfg: float = 3.0, audio_cfg: float = 3.0,
-                log: Callable[[str], None] | None = None) -> dict:
+                solver: str = "euler", shift: float = 1.0, log: Callable[[str], None] | None = None) -> dict:
     """Generate `n` clips per task (the first n specs; the held-out file when `specs` is None) and
-    score them. Returns a JSON-serialisable dict: run settings and `tasks[name] -> figures`, with
-    a `reference` row for the rendered real clips when `reference` is true."""
+    score them (steps None: the checkpoint's recommended steps). Returns a JSON-serialisable
+    dict: run settings and `tasks[name] -> figures`, with a `reference` row for the rendered real
+    clips when `reference` is true."""
     names = [t if t == CASCADE else Task.parse(t).value for t in tasks]
     if not names:
         raise ValueError(f"tasks is empty; choose from {list(TASKS) + [CASCADE]}")
-    if n < 1 or steps < 1:
+    if n < 1 or (steps is not None and steps < 1):
         raise ValueError(f"n and steps must be >= 1, got n={n}, steps={steps}")
     source = str(HELDOUT_PATH) if specs is None else "given"
     specs = load_specs(HELDOUT_PATH) if specs is None else list(specs)
@@ -176,6 +179,7 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
     specs = specs[:n]
     started = time.perf_counter()
     bundle = load_bundle(checkpoint)
+    steps = sampling_steps(bundle, steps)
     reals = [render_for_model(s, bundle) for s in specs]
     real_feats = [{"video": video_features(r.frames), "audio": audio_features(r.audio, r.sample_rate)} for r in reals]
     results: dict[str, dict] = {}
@@ -194,7 +198,8 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
         for i, (real, feats) in enumerate(zip(reals, real_feats)):
             t0 = time.perf_counter()
             frames, audio, scored, image = _generate(bundle, name, real, steps=steps, seed=seed + i,
-                                                     video_cfg=video_cfg, audio_cfg=audio_cfg)
+                                                     video_cfg=video_cfg, audio_cfg=audio_cfg, solver=solver,
+                                                     shift=shift)
             score.seconds.append(time.perf_counter() - t0)
             score.add(real, frames, audio, score_video="video" in scored, score_audio="audio" in scored,
                       image=image, real_feats=feats)
@@ -204,6 +209,7 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
     return _clean({
         "checkpoint": None if checkpoint is None else str(checkpoint), "preset": bundle.config.name,
         "specs": source, "n": len(specs), "steps": steps, "seed": seed, "video_cfg": video_cfg, "audio_cfg": audio_cfg,
+        "solver": solver, "shift": shift,
         "geometry": {"size": reals[0].spec.size, "fps": reals[0].fps, "sample_rate": reals[0].sample_rate},
         "seconds": time.perf_counter() - started, "tasks": results,
     })

@@ -20,7 +20,7 @@ from benchmarks.perf_cases import (VIDEO_STREAMS, Clip, masked_dense_forward, ra
 from benchmarks.perf_cli import main as perf_main  # noqa: E402
 from benchmarks.perf_e2e import resolve_bench_checkpoint  # noqa: E402
 from benchmarks.perf_flops import counted_flops, forward_flops, input_tokens  # noqa: E402
-from benchmarks.perf_report import format_perf  # noqa: E402
+from benchmarks.perf_report import evaluate_targets, format_perf  # noqa: E402
 
 
 def _positive(x: float) -> bool:
@@ -150,3 +150,28 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         run_perf(quick=True, sections=("matmul",), threads=0)
     with pytest.raises(ValueError, match="--random-bundle"):
         resolve_bench_checkpoint(tmp_path / "nowhere")
+
+
+def test_targets_take_each_case_in_its_best_mode_and_judge_comfy_as_it_runs():
+    """MFU: per case the faster mode (a compiled row counts), then the worst case; the eager
+    worst is still named. Block: judged against ComfyUI's own attention choice, with the
+    same-kernel ratio reported beside it."""
+    def fwd(tokens, modes):
+        return {"preset": "p", "tokens": tokens, "by_dtype": {k: {"mfu": v, "mfu_best": v} for k, v in modes.items()}}
+
+    def case(default, sdpa):
+        ratios = {"comfy_default": default, "comfy_sdpa": sdpa}
+        return {"case": {"hidden": 64, "heads": 2, "x_tokens": 2048, "context_tokens": 8}, "theirs_over_ours": ratios,
+                "theirs_over_ours_best": ratios, "comfy_default_attention": "attention_sub_quad"}
+
+    report = {"forward": [fwd(288, {"fp32": 0.2}), fwd(2160, {"fp32": 0.55, "fp32+compile": 0.63}), fwd(4320, {"fp32": 0.7})],
+              "comfy_block": {"cases": [case(1.5, 0.97), case(1.3, 1.0)]}}
+    t = evaluate_targets(report)
+    assert t["mfu"]["status"] == "PASS" and t["mfu"]["value"] == 0.63
+    assert "without compile the worst is p at 2160 tokens: 55.0%" in t["mfu"]["detail"]
+    report["forward"][1]["by_dtype"].pop("fp32+compile")
+    assert evaluate_targets(report)["mfu"]["status"] == "MISS"
+    assert t["comfy_block"]["status"] == "PASS" and t["comfy_block"]["value"] == 1.3
+    assert "same SDPA kernel: worst 0.97x" in t["comfy_block"]["detail"]
+    report["comfy_block"]["cases"].append(case(1.1, 1.05))
+    assert evaluate_targets(report)["comfy_block"]["status"] == "MISS"

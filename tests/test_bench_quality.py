@@ -250,7 +250,8 @@ def test_cli_parser_and_missing_checkpoint(tmp_path, monkeypatch) -> None:
 
     sub = argparse.ArgumentParser().add_subparsers()
     args = add_quality_parser(sub).parse_args(["--checkpoint", "x", "--tasks", "t2av", "v2a", "--n", "2", "--json", "o.json"])
-    assert (args.tasks, args.n, args.steps, args.json) == (["t2av", "v2a"], 2, 25, "o.json")
+    assert (args.tasks, args.n, args.steps, args.json) == (["t2av", "v2a"], 2, None, "o.json")
+    assert (args.solver, args.shift) == ("euler", 1.0)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert bench_main(["quality", "--checkpoint", str(tmp_path / "missing"), "--n", "1", "--quiet"]) == 2
 

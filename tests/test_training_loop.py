@@ -99,7 +99,10 @@ def test_loss_goes_down_checkpoints_and_export(tmp_path: Path, cache: Path) -> N
     for (name, a), b in zip(model.state_dict().items(), ema.state_dict().values()):
         assert torch.equal(a, b), name
     # any checkpoint exports later too, here in bf16
-    again = export_checkpoint(tmp_path, tmp_path / "bf16", weight_dtype="bf16")
+    again = export_checkpoint(tmp_path, tmp_path / "bf16", weight_dtype="bf16", steps=7)
+    assert load_bundle(again, attention="math").defaults == {"width": 32, "height": 32, "seconds": 1.0, "steps": 7}
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        export_checkpoint(tmp_path, tmp_path / "bad", steps=0)
     small = load_bundle(again, attention="math").model
     assert small.video_embed.weight.dtype == torch.bfloat16
     assert torch.equal(small.video_embed.weight, model.video_embed.weight.to(torch.bfloat16))

@@ -9,6 +9,7 @@ file metadata and in DIR/codecs_report.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -333,11 +334,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-steps", type=int, default=None, help="stop each codec after this many steps")
     parser.add_argument("--resume", action="store_true", help="continue from the codecs already in --out")
+    parser.add_argument("--video-latent-channels", type=int,
+                        help="override the preset's video latent channels (a model then needs a preset to match)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.clips < 1 or args.held_out < 1:
         parser.error("--minutes, --clips and --held-out must be positive")
     torch.set_num_threads(args.threads)
     config = get_preset(args.preset)
+    if args.video_latent_channels is not None:
+        if args.video_latent_channels < 1:
+            parser.error("--video-latent-channels must be >= 1")
+        config = config.replace(video=dataclasses.replace(config.video, latent_channels=args.video_latent_channels))
     make = world_source if args.source == "world" else synthetic_source
     source = make(config, args.seconds, args.size)
     t0 = time.perf_counter()
@@ -351,7 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report_path = args.out / "codecs_report.json"
     report: dict[str, Any] = json.loads(report_path.read_text()) if args.resume and report_path.is_file() else {}
     report.update(preset=args.preset, source=args.source, seed=args.seed, train_clips=args.clips,
-                  held_out_clips=args.held_out)
+                  held_out_clips=args.held_out, video_latent_channels=config.video.latent_channels)
     for name in ("video", "audio") if args.which == "both" else (args.which,):
         report[name] = _train_one(name, args, config, train_set, held)
     _write_json(report_path, report)

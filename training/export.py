@@ -5,7 +5,7 @@ caption encoder and the clip size it was trained at) beside `video_codec.safeten
 `audio_codec.safetensors` (apollo_core.pipeline.load_bundle's layout; the embedded default is such
 a folder). The run's codecs are copied in, so the folder is self-contained.
 
-    python -m training.export RUN_OR_CHECKPOINT OUT_FOLDER [--weight-dtype bf16] [--raw]
+    python -m training.export RUN_OR_CHECKPOINT OUT_FOLDER [--weight-dtype bf16] [--raw] [--steps N]
 """
 from __future__ import annotations
 
@@ -29,10 +29,16 @@ from .data.encode import build_codecs
 from .data.prepare import clip_format
 
 
-def bundle_extra(cfg: RunConfig, text_encoder: str, **more: Any) -> dict[str, Any]:
+def bundle_extra(cfg: RunConfig, text_encoder: str, *, steps: int | None = None, **more: Any) -> dict[str, Any]:
+    """steps: the sampling steps generation defaults to (measure them with `apollo-av bench quality
+    --steps N` first); None leaves the pipeline's own default."""
     clip = cfg.data.clip
-    return {"text_encoder": text_encoder,
-            "defaults": {"width": clip.width, "height": clip.height, "seconds": clip.seconds},
+    defaults: dict[str, Any] = {"width": clip.width, "height": clip.height, "seconds": clip.seconds}
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        defaults["steps"] = steps
+    return {"text_encoder": text_encoder, "defaults": defaults,
             "codecs": {"video": cfg.codecs.video, "audio": cfg.codecs.audio}, **more}
 
 
@@ -60,14 +66,15 @@ def export_state(state: dict[str, torch.Tensor], cfg: RunConfig, folder: str | o
 
 
 def export_checkpoint(source: str | os.PathLike, folder: str | os.PathLike, *, weight_dtype: str = "fp32",
-                      use_ema: bool = True) -> Path:
+                      use_ema: bool = True, steps: int | None = None) -> Path:
     """A training checkpoint (or a run folder: its latest checkpoint) -> bundle folder."""
     ckpt = resolve_resume(source)
     state = json.loads((ckpt / TRAINER_FILE).read_text())
     cfg = parse_config(state["config"], source=str(ckpt / TRAINER_FILE))
     model = load_model(ckpt / ("ema.safetensors" if use_ema else "model.safetensors"), attention="math")
-    extra = bundle_extra(cfg, state.get("text_encoder", "minilm"), step=state["step"], ema=use_ema,
-                         eval=state.get("last_eval", {}), source=str(ckpt))
+    extra = bundle_extra(cfg, state.get("text_encoder", "minilm"), steps=steps, step=state["step"], ema=use_ema,
+                         eval=state.get("last_eval", {}), source=str(ckpt),
+                         stages=[s.name for s in cfg.stages])
     return write_bundle(folder, model, cfg, extra=extra, weight_dtype=weight_dtype)
 
 
@@ -77,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="the bundle folder to write (model.safetensors + codecs)")
     parser.add_argument("--weight-dtype", default="fp32", choices=sorted(WEIGHT_DTYPES))
     parser.add_argument("--raw", action="store_true", help="export the training weights instead of the EMA")
+    parser.add_argument("--steps", type=int, help="sampling steps `apollo-av generate` defaults to for this bundle")
     args = parser.parse_args(argv)
-    print(export_checkpoint(args.source, args.out, weight_dtype=args.weight_dtype, use_ema=not args.raw))
+    print(export_checkpoint(args.source, args.out, weight_dtype=args.weight_dtype, use_ema=not args.raw, steps=args.steps))
     return 0
 
 
