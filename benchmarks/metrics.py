@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 import torch
@@ -133,6 +133,16 @@ def video_semantics(spec: SceneSpec, video: VideoDetection) -> dict[str, list[in
     return score
 
 
+def motion_pairs(spec: SceneSpec, video: VideoDetection) -> list[tuple[str, str]]:
+    """(asked, detected) motion per spec object, "missing" when no detected object matches it:
+    the confusion behind acc_motion (e.g. whether wrong motions are one class, such as objects
+    that flicker and so read as "blink"). Talker scenes have no object motions."""
+    if spec.talker is not None:
+        return []
+    matched = match_objects(spec, video) if not video.talker else [None] * len(spec.objects)
+    return [(obj.motion, "missing" if k is None else video.objects[k].motion) for obj, k in zip(spec.objects, matched)]
+
+
 def audio_semantics(spec: SceneSpec, onsets: list[Onset]) -> dict[str, list[int]]:
     """attribute -> [correct, total] for the audio of one clip. Onsets are assigned to objects by
     pitch class. pitch: onsets whose pitch is one of the scene's colours (an object that made no
@@ -208,6 +218,7 @@ class Tally:
         self.conf: dict[str, list[float]] = defaultdict(list)
         self.lags: dict[str, list[float]] = defaultdict(list)
         self.ident: dict[str, list[float]] = defaultdict(list)
+        self.motions: Counter[tuple[str, str]] = Counter()
         self.clips = 0
 
     def add_semantics(self, score: dict[str, list[int]]) -> None:
@@ -223,11 +234,14 @@ class Tally:
         self.conf[key].append(sync["confidence"])
         self.lags[key].append(sync["lag"])
 
+    def add_motions(self, pairs: list[tuple[str, str]]) -> None:
+        self.motions.update(pairs)
+
     def add_identity(self, ident: dict[str, float]) -> None:
         for k, v in ident.items():
             self.ident[k].append(v)
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> dict[str, float | int | dict[str, int] | None]:
         """Figures (a key is absent when nothing fed it):
         acc_<attribute>: pooled accuracy (talker, colour, shape, motion, count; pitch, sound,
           audio_count); extra_objects: detected objects the spec does not have, per clip;
@@ -239,7 +253,8 @@ class Tally:
         sync_conf / sync_lag_frames / sync_lag0_share: mean SyncNet-style confidence, mean lag of
           its peak (frames, + = audio late) and share of clips peaking at lag 0; talker_conf and
           talker_lag_frames: the same over talker clips (mouth opening vs voice RMS);
-        id_psnr, id_background, id_first_colour, id_later_colour: mean identity figures."""
+        id_psnr, id_background, id_first_colour, id_later_colour: mean identity figures;
+        motion_confusion: {"asked->detected": objects} over every scored object (`motion_pairs`)."""
         out: dict[str, float | int | None] = {"clips": self.clips}
         for k, (c, t) in sorted(self.counts.items()):
             if k == "extra_objects":
@@ -269,4 +284,6 @@ class Tally:
         for k, v in self.ident.items():
             arr = np.array(v, dtype=np.float64)
             out[f"id_{k}"] = float(np.nanmean(arr)) if np.isfinite(arr).any() else None
+        if self.motions:
+            out["motion_confusion"] = {f"{a}->{b}": n for (a, b), n in sorted(self.motions.items())}
         return out

@@ -29,7 +29,7 @@ from training.data.world import HELDOUT_PATH, Sample, SceneSpec, SpecError, load
 
 from .detect import detect_onsets, detect_video
 from .features import audio_features, frechet_distance, video_features
-from .metrics import Tally, audio_semantics, clip_sync, identity, video_semantics
+from .metrics import Tally, audio_semantics, clip_sync, identity, motion_pairs, video_semantics
 
 REFERENCE = "reference"
 # The real clips through the model's codecs and back: the ceiling a perfect generator reaches in
@@ -126,6 +126,7 @@ class _TaskScore:
         onsets = detect_onsets(audio, real.sample_rate) if audio is not None else None
         if video is not None and score_video:
             t.add_semantics(video_semantics(spec, video))
+            t.add_motions(motion_pairs(spec, video))
             self.video_feats.append(video_features(frames))
             self.real_video.append(real_feats["video"])
         if onsets is not None and score_audio:

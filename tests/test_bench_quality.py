@@ -18,7 +18,7 @@ from apollo_core.model.dit import ApolloDiT
 from benchmarks.cli import add_quality_parser, main as bench_main, write_json_atomic
 from benchmarks.detect import detect_onsets, detect_video, to_rgb255
 from benchmarks.features import audio_features, frechet_distance, video_features
-from benchmarks.metrics import Tally, audio_semantics, clip_sync, identity, video_semantics
+from benchmarks.metrics import Tally, audio_semantics, clip_sync, identity, motion_pairs, video_semantics
 from benchmarks.quality import CASCADE, CODEC, REFERENCE, TASKS, format_table, run_quality
 from training.data.world import HELDOUT_PATH, load_specs, render, sample_spec
 
@@ -90,7 +90,11 @@ def test_real_clips_score_perfect(real) -> None:
         tally.add_semantics(video_semantics(s.spec, video))
         tally.add_semantics(audio_semantics(s.spec, onsets))
         tally.add_sync(clip_sync(video, onsets, s.audio, s.sample_rate))
+        tally.add_motions(motion_pairs(s.spec, video))
     r = tally.summary()
+    confusion = r["motion_confusion"]
+    assert confusion and all(k.split("->")[0] == k.split("->")[1] for k in confusion), confusion
+    assert sum(confusion.values()) == sum(len(s.spec.objects) for s, _, _ in real if s.spec.talker is None)
     for key in ("acc_talker", "acc_colour", "acc_shape", "acc_motion", "acc_count", "acc_pitch", "acc_sound",
                 "acc_audio_count", "sync_in_frame", "sync_onsets_in_frame", "sync_lag0_share"):
         assert r[key] == 1.0, key
@@ -150,6 +154,7 @@ def test_wrong_attributes_are_caught() -> None:
         score = video_semantics(spec, detect_video(s.frames, s.fps))
         audio = audio_semantics(spec, detect_onsets(s.audio, s.sample_rate))
         assert score[attribute] == [0, 1], attribute
+        assert motion_pairs(spec, detect_video(s.frames, s.fps)) == [(obj.motion, changed.motion)]
         assert all(score[k] == [1, 1] for k in ("colour", "shape", "motion", "count") if k != attribute), (attribute, score)
         expect_audio = {"colour": "pitch", "motion": "sound", "count": "audio_count"}.get(attribute)
         if expect_audio:
@@ -268,6 +273,8 @@ def test_run_quality_end_to_end_on_a_tiny_model(tiny_checkpoint, tmp_path, monke
     for name in (*TASKS, CASCADE):
         figures = results["tasks"][name]
         assert figures["clips"] == 1
+        confusion = figures.pop("motion_confusion", {})
+        assert sum(confusion.values()) == (len(spec.objects) if "acc_motion" in figures else 0), (name, confusion)
         assert all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in figures.values())
     for name in ("t2av", "ti2av", "ti2v", "t2v", "a2v", CASCADE):
         assert results["tasks"][name]["fd_video"] >= 0 and results["tasks"][name]["acc_colour"] is not None
