@@ -36,6 +36,12 @@ def _latents(b=2, seed=2):
     return torch.randn(b, 4, 4, 8, 8, generator=g), torch.randn(b, 4, 64, generator=g)
 
 
+def _t2av_inputs(t0: float, t1: float):
+    """T2AV streams for the default latents and prompts, the two clips at flow times t0, t1."""
+    video, audio = _latents()
+    return assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([t0, t1]), cond=_cond())
+
+
 def _run_with_key_mask(model, inputs, keep):
     """The paper's formulation: every stream in the sequence, absent ones removed by a key mask."""
     x, ctx = model.prepare(inputs)
@@ -86,7 +92,7 @@ def test_dual_tower_couples_only_through_cross_attention():
 def test_forward_is_the_block_loop():
     model = _model()
     video, audio = _latents()
-    inputs = assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.2, 0.9]), cond=_cond())
+    inputs = _t2av_inputs(0.2, 0.9)
     with torch.no_grad():
         ref = model(inputs)
         x, ctx = model.prepare(inputs)
@@ -150,9 +156,8 @@ def test_operations_are_injected():
             return super().forward(x)
 
     model = ApolloDiT(CFG, attention="sdpa", operations=SimpleNamespace(Linear=CountingLinear))
-    video, audio = _latents()
     with torch.no_grad():
-        model(assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.5, 0.5]), cond=_cond()))
+        model(_t2av_inputs(0.5, 0.5))
     assert len(calls) > 20
     assert all(type(m) is not torch.nn.Linear for m in model.modules())
 
@@ -160,16 +165,14 @@ def test_operations_are_injected():
 def test_zero_init_model_predicts_zero():
     """adaLN-Zero and zero heads: a fresh model outputs exactly zero (a stable start)."""
     model = ApolloDiT(CFG, attention="sdpa")
-    video, audio = _latents()
     with torch.no_grad():
-        out = model(assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.5, 0.5]), cond=_cond()))
+        out = model(_t2av_inputs(0.5, 0.5))
     assert all(torch.count_nonzero(v) == 0 for v in out.values())
 
 
 def test_bf16_model_close_to_fp32():
     model = _model(attention="sdpa")
-    video, audio = _latents()
-    inputs = assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.5, 0.8]), cond=_cond())
+    inputs = _t2av_inputs(0.5, 0.8)
     with torch.no_grad():
         ref = model(inputs)
         model.to(torch.bfloat16).compute_dtype = torch.bfloat16
@@ -199,8 +202,7 @@ def test_compiled_blocks_match_eager():
     from apollo_core.compile import compile_blocks
 
     model = _model(attention="sdpa")
-    video, audio = _latents()
-    inputs = assemble(CFG, Task.T2AV, video=video, audio=audio, t=torch.tensor([0.2, 0.9]), cond=_cond())
+    inputs = _t2av_inputs(0.2, 0.9)
     with torch.no_grad():
         ref = model(inputs)
         compiled = compile_blocks(model)(inputs)
