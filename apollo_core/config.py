@@ -91,6 +91,10 @@ class ApolloConfig:
     # Share of each head's rotary pairs given to the (t, h, w) axes; must sum to head_dim // 2.
     rope_axes: tuple[int, int, int] = (16, 8, 8)
     rope_audio: str = "aligned"
+    # Temporal RoPE positions per video latent frame. The highest rotary frequency turns one radian
+    # per position, so 1.0 lets a query tell apart tokens a whole latent frame apart but barely the
+    # audio tokens inside one; a larger scale makes finer time steps distinguishable.
+    rope_time_scale: float = 1.0
     architecture: str = "single_tower"
     prediction: str = "velocity"
     qk_norm: bool = True
@@ -113,6 +117,7 @@ class ApolloConfig:
                 f"head_dim // 2 = {self.head_dim // 2}"
             )
         check.choice("rope_audio", self.rope_audio, ROPE_AUDIO_MODES)
+        check.positive("rope_time_scale", self.rope_time_scale)
         check.choice("architecture", self.architecture, ARCHITECTURES)
         check.choice("prediction", self.prediction, PREDICTIONS)
         if self.mlp_ratio <= 0:

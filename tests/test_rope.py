@@ -64,6 +64,23 @@ def test_causal_first_frame_is_its_own_instant():
     assert math.isclose(float(rope.video_positions(cfg, 3, 1, 1)[1, 0]), float(t[1]) * cfg.video.latent_fps, rel_tol=1e-6)
 
 
+def test_time_scale_stretches_the_shared_clock_only():
+    """rope_time_scale multiplies every temporal position (video and audio alike, so simultaneous
+    tokens still share a phase) and leaves the spatial axes alone; old checkpoints, whose config
+    has no such field, load with 1.0."""
+    cfg = get_preset("apollo-tiny")
+    fine = cfg.replace(rope_time_scale=8.0)
+    v, vf = rope.video_positions(cfg, 8, 4, 4), rope.video_positions(fine, 8, 4, 4)
+    a, af = (rope.audio_positions(c, 64, video_latent_frames=8) for c in (cfg, fine))
+    assert torch.allclose(vf[:, 0], 8.0 * v[:, 0]) and torch.equal(vf[:, 1:], v[:, 1:])
+    assert torch.allclose(af[:, 0], 8.0 * a[:, 0]) and torch.equal(af[:, 1:], a[:, 1:])
+    # adjacent audio tokens: 1/8 of a latent frame apart at scale 1, a whole position at scale 8
+    assert math.isclose(float(a[1, 0] - a[0, 0]), 0.125) and math.isclose(float(af[1, 0] - af[0, 0]), 1.0)
+    legacy = cfg.to_dict()
+    del legacy["rope_time_scale"]
+    assert type(cfg).from_dict(legacy).rope_time_scale == 1.0
+
+
 def test_offset_variant_starts_after_last_video_id():
     cfg = get_preset("apollo-tiny").replace(rope_audio="offset")
     apos = rope.audio_positions(cfg, 64, video_latent_frames=8)[:, 0]

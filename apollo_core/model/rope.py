@@ -4,9 +4,12 @@ Video tokens get 3D rotary positions (t, h, w). Audio tokens get the same tempor
 in physical time, so an audio token and a video token at the same instant share a temporal phase;
 their h/w coordinates are 0, an identity rotation on those bands. Text is not rotated.
 
-The temporal unit is one video latent frame (position = seconds * video latent rate), so video
-positions stay near-integers and audio positions are fractional (e.g. 43.07 Hz audio tokens
-against 3 Hz video latents). Times are the centres of what a token covers: a video latent frame
+The temporal unit is one video latent frame (position = seconds * video latent rate *
+`rope_time_scale`); at scale 1 video positions stay near-integers and audio positions are
+fractional (e.g. 43.07 Hz audio tokens against 3 Hz video latents). The fastest rotary pair turns
+one radian per unit, so at scale 1 neighbouring audio tokens of a short clip differ by a fraction
+of a radian on every pair and attention can hardly tell them apart; a scale of audio tokens per
+latent frame gives one unit per audio token. Times are the centres of what a token covers: a video latent frame
 covers its pixel frames (a causal codec's first latent frame covers pixel frame 0 alone), an
 audio token covers `patch * hop` samples.
 
@@ -49,7 +52,7 @@ def video_positions(
     """Positions `[t*h*w, 3]` for a token grid of `t` latent frames (patch_t must be 1 for
     exact times; with patch_t > 1 a token takes the mean time of its frames)."""
     pt = config.video.patch_t
-    frame_t = video_frame_times(config, t * pt).view(t, pt).mean(dim=1) * config.video.latent_fps / pt
+    frame_t = video_frame_times(config, t * pt).view(t, pt).mean(dim=1) * config.video.latent_fps / pt * config.rope_time_scale
     tt = frame_t.view(t, 1, 1).expand(t, h, w)
     hh = torch.arange(h, dtype=torch.float64).view(1, h, 1).expand(t, h, w)
     ww = torch.arange(w, dtype=torch.float64).view(1, 1, w).expand(t, h, w)
@@ -63,7 +66,7 @@ def audio_positions(
     """Positions `[tokens, 3]`: (t, 0, 0)."""
     if config.rope_audio == "aligned":
         # Same unit as video_positions: one video token step.
-        tt = audio_token_times(config, tokens) * config.video.latent_fps / config.video.patch_t
+        tt = audio_token_times(config, tokens) * config.video.latent_fps / config.video.patch_t * config.rope_time_scale
     else:
         last_video_id = (video_latent_frames + config.video.patch_t - 1) // config.video.patch_t - 1
         tt = last_video_id + 1 + torch.arange(tokens, dtype=torch.float64)
