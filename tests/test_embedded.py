@@ -16,9 +16,9 @@ from apollo_core.cli import main
 from apollo_core.codecs import read_codec_metadata
 from apollo_core.pipeline import Request, default_checkpoint, generate, load_bundle
 from apollo_core.tasks import Task
-from benchmarks.detect import detect_onsets, detect_video
-from benchmarks.metrics import clip_sync, video_semantics
-from benchmarks.quality import make_request, render_for_model
+from benchmarks.detect import detect_video
+from benchmarks.metrics import video_semantics
+from benchmarks.quality import make_request, render_for_model, run_quality
 from training.data.world import HELDOUT_PATH, load_specs
 
 ASSET = default_checkpoint()
@@ -77,18 +77,19 @@ def test_generate_defaults_to_the_embedded_model(tmp_path) -> None:
 
 
 def test_the_embedded_model_learned_the_world(bundle) -> None:
-    """One held-out bounce: the generated clip has the spec's colour and its sounds land on the
-    bounces; TI2V keeps the given first frame (PSNR against the input)."""
+    """T2AV on the first 16 held-out specs scores what the 64-spec record says within seed noise
+    (colour 0.87, pitch 0.82, events within one frame 0.55 there; 0.78 / 0.82 / 0.56 on these 16),
+    well above what a broken pipeline gives (e.g. audio a frame late, or captions ignored); one
+    held-out bounce gets its colour; TI2V keeps the given first frame (PSNR against the input)."""
+    t2av = run_quality(None, None, ["t2av"], 16, None, 0, reference=False)["tasks"]["t2av"]
+    assert t2av["acc_colour"] >= 0.7 and t2av["acc_pitch"] >= 0.7
+    assert t2av["sync_events"] >= 30 and t2av["sync_within_1_frame"] >= 0.45
     spec = next(s for s in load_specs(HELDOUT_PATH) if not s.talker and len(s.objects) == 1
                 and s.objects[0].motion == "bounce")
     real = render_for_model(spec, bundle)
     steps = bundle.defaults["steps"]
     clip = generate(bundle, make_request(Task.T2AV, real, steps=steps, seed=0, video_cfg=3.0, audio_cfg=3.0))
-    video = detect_video(clip.frames.numpy(), real.fps)
-    onsets = detect_onsets(clip.waveform.numpy(), real.sample_rate)
-    assert video_semantics(spec, video)["colour"] == [1, 1]
-    sync = clip_sync(video, onsets, clip.waveform.numpy(), real.sample_rate)
-    assert sync["offsets"] and np.mean(np.abs(sync["offsets"]) <= 1.0 / real.fps + 1e-3) >= 0.5
+    assert video_semantics(spec, detect_video(clip.frames.numpy(), real.fps))["colour"] == [1, 1]
     ti2v = generate(bundle, make_request(Task.TI2V, real, steps=steps, seed=0, video_cfg=3.0, audio_cfg=3.0))
     first = ti2v.frames[0].numpy()
     mse = float(np.mean((first - real.frames[0] / 255.0) ** 2))

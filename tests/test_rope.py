@@ -37,7 +37,7 @@ def test_rotation_preserves_norm_and_zero_is_identity():
 def test_positions_are_physical_time_on_one_clock():
     for name in ("apollo-tiny", "apollo-26b"):
         cfg = get_preset(name)
-        rate = cfg.video.latent_fps
+        rate = cfg.video.latent_fps * cfg.rope_time_scale
         vpos = rope.video_positions(cfg, 16, 1, 1)[:, 0].double()
         apos = rope.audio_positions(cfg, 400, video_latent_frames=16)[:, 0].double()
         assert torch.allclose(vpos, rope.video_frame_times(cfg, 16) * rate, atol=1e-4)
@@ -68,7 +68,7 @@ def test_time_scale_stretches_the_shared_clock_only():
     """rope_time_scale multiplies every temporal position (video and audio alike, so simultaneous
     tokens still share a phase) and leaves the spatial axes alone; old checkpoints, whose config
     has no such field, load with 1.0."""
-    cfg = get_preset("apollo-tiny")
+    cfg = get_preset("apollo-tiny").replace(rope_time_scale=1.0)
     fine = cfg.replace(rope_time_scale=8.0)
     v, vf = rope.video_positions(cfg, 8, 4, 4), rope.video_positions(fine, 8, 4, 4)
     a, af = (rope.audio_positions(c, 64, video_latent_frames=8) for c in (cfg, fine))

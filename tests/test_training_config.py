@@ -29,6 +29,9 @@ def test_shipped_configs_validate() -> None:
     assert tiny.stages[1].rebalance is not None
     tasks = {t for s in tiny.stages for t in s.tasks}
     assert {t.value for t in Task} <= tasks
+    polish = load_config(CONFIGS / "apollo-tiny-polish.yaml")  # the second run starts from the first's export
+    assert polish.model.init_from == f"{tiny.output_dir}/export" and polish.flow.shift == 3.0
+    assert polish.data.sources == tiny.data.sources
 
 
 def test_unknown_key_is_named_with_its_path() -> None:

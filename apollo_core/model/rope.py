@@ -9,9 +9,11 @@ The temporal unit is one video latent frame (position = seconds * video latent r
 fractional (e.g. 43.07 Hz audio tokens against 3 Hz video latents). The fastest rotary pair turns
 one radian per unit, so at scale 1 neighbouring audio tokens of a short clip differ by a fraction
 of a radian on every pair and attention can hardly tell them apart; a scale of audio tokens per
-latent frame gives one unit per audio token. Times are the centres of what a token covers: a video latent frame
-covers its pixel frames (a causal codec's first latent frame covers pixel frame 0 alone), an
-audio token covers `patch * hop` samples.
+latent frame gives one unit per audio token (apollo-tiny: 8, measured in its assets README).
+
+Times are the centres of what a token covers: a video latent frame covers its pixel frames (a
+causal codec's first latent frame covers pixel frame 0 alone), an audio token covers
+`patch * hop` samples.
 
 `rope_audio="offset"` is the paper's literal wording instead: audio ids count up by one per
 token starting at the last video temporal id + 1. Kept for the ablation; sync is not learnable
