@@ -222,7 +222,7 @@ PRESETS: dict[str, ApolloConfig] = {
         heads=3,
         rope_axes=(16, 8, 8),
         # One temporal position per audio token (8 per video latent frame): with 1.0 the same
-        # recipe ended with a 22% higher audio loss and weaker sounds (assets README, "Recipe").
+        # recipe ended with a 24-30% higher audio training loss and weaker sounds (assets README).
         rope_time_scale=8.0,
         prediction="x1",
         video=VideoConfig(latent_channels=8, fps=8.0, temporal_compression=2, spatial_compression=8,

@@ -78,9 +78,9 @@ def test_generate_defaults_to_the_embedded_model(tmp_path) -> None:
 
 def test_the_embedded_model_learned_the_world(bundle) -> None:
     """T2AV on the first 16 held-out specs scores what the 64-spec record says within seed noise
-    (colour 0.87, pitch 0.82, events within one frame 0.55 there; 0.78 / 0.82 / 0.56 on these 16),
-    well above what a broken pipeline gives (e.g. audio a frame late, or captions ignored); one
-    held-out bounce gets its colour; TI2V keeps the given first frame (PSNR against the input)."""
+    (colour 0.87, pitch 0.82, events within one frame 0.55 there; 0.78 / 0.82 / 0.56 on these 16):
+    a guard against a shipped model or pipeline that regressed. One held-out bounce gets its
+    colour; TI2V keeps the given first frame (PSNR against the input)."""
     t2av = run_quality(None, None, ["t2av"], 16, None, 0, reference=False)["tasks"]["t2av"]
     assert t2av["acc_colour"] >= 0.7 and t2av["acc_pitch"] >= 0.7
     assert t2av["sync_events"] >= 30 and t2av["sync_within_1_frame"] >= 0.45

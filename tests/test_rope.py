@@ -82,9 +82,11 @@ def test_time_scale_stretches_the_shared_clock_only():
 
 
 def test_offset_variant_starts_after_last_video_id():
-    cfg = get_preset("apollo-tiny").replace(rope_audio="offset")
-    apos = rope.audio_positions(cfg, 64, video_latent_frames=8)[:, 0]
-    assert apos[0] == 8 and torch.equal(apos[1:] - apos[:-1], torch.ones(63))
+    for scale in (1.0, 8.0):
+        cfg = get_preset("apollo-tiny").replace(rope_audio="offset", rope_time_scale=scale)
+        apos = rope.audio_positions(cfg, 64, video_latent_frames=8)[:, 0]
+        last_video = float(rope.video_positions(cfg, 8, 1, 1)[:, 0].max())
+        assert apos[0] == 8 * scale > last_video and torch.equal(apos[1:] - apos[:-1], torch.ones(63))
 
 
 def test_audio_has_identity_rotation_on_spatial_bands():

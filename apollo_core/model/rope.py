@@ -71,7 +71,8 @@ def audio_positions(
         tt = audio_token_times(config, tokens) * config.video.latent_fps / config.video.patch_t * config.rope_time_scale
     else:
         last_video_id = (video_latent_frames + config.video.patch_t - 1) // config.video.patch_t - 1
-        tt = last_video_id + 1 + torch.arange(tokens, dtype=torch.float64)
+        # past the last video position on the scaled clock too, then one id per token
+        tt = (last_video_id + 1) * config.rope_time_scale + torch.arange(tokens, dtype=torch.float64)
     pos = torch.zeros(tokens, 3, dtype=torch.float64)
     pos[:, 0] = tt
     return pos.to(device=device, dtype=torch.float32)
