@@ -24,12 +24,17 @@ def _skip(predicted_s: float, budget_s: float, why: str) -> str | None:
     return f"skipped: {why} predicts {predicted_s:.1f} s for the timed runs, over the {budget_s:g} s budget"
 
 
+def mode_dtype(mode: str) -> str:
+    """The dtype a forward mode computes in ("fp32+compile" -> "fp32")."""
+    return mode.split("+")[0]
+
+
 def mfu_peak(peak: dict[str, dict], dtype: str) -> float:
     """The machine's limit for `dtype` math. Any bf16 product can be computed at the fp32 FMA rate
     (convert, then FMA), so fp32's peak bounds bf16's from below: on a CPU without bf16 units
     (AVX2 only) torch's bf16 GEMM is far below that rate, while SDPA converts and runs near it.
     A mode such as "fp32+compile" is held to its dtype's peak."""
-    dtype = dtype.split("+")[0]
+    dtype = mode_dtype(dtype)
     if dtype == "fp32":
         return peak["fp32"]["gflops"]
     return max(peak[dtype]["gflops"], peak["fp32"]["gflops"])
@@ -63,7 +68,7 @@ def measure_forward(config: ApolloConfig, clips: list[Clip], peak: dict[str, dic
         modes = dtypes + ((COMPILED,) if compile_min_tokens is not None and row["tokens"] >= compile_min_tokens else ())
         for name in modes:
             gflops_peak = mfu_peak(peak, name)
-            speed = peak[name.split("+")[0]]["gflops"]
+            speed = peak[mode_dtype(name)]["gflops"]
             predicted = flops["total"] / (speed * 1e9) * (warmup + repeats)
             reason = _skip(predicted, budget_s, f"the {name} matmul speed ({speed:.1f} GFLOP/s)")
             if reason:

@@ -9,7 +9,6 @@ file metadata and in DIR/codecs_report.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import time
@@ -344,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.video_latent_channels is not None:
         if args.video_latent_channels < 1:
             parser.error("--video-latent-channels must be >= 1")
-        config = config.replace(video=dataclasses.replace(config.video, latent_channels=args.video_latent_channels))
+        config = config.replace(**{"video.latent_channels": args.video_latent_channels})
     make = world_source if args.source == "world" else synthetic_source
     source = make(config, args.seconds, args.size)
     t0 = time.perf_counter()

@@ -48,13 +48,18 @@ def audio_token_times(config: ApolloConfig, tokens: int) -> Tensor:
     return (torch.arange(tokens, dtype=torch.float64) + 0.5) * span
 
 
+def positions_per_second(config: ApolloConfig) -> float:
+    """The shared temporal clock: RoPE position units per second of clip, for video and audio."""
+    return config.video.latent_fps / config.video.patch_t * config.rope_time_scale
+
+
 def video_positions(
     config: ApolloConfig, t: int, h: int, w: int, *, device: torch.device | str | None = None
 ) -> Tensor:
     """Positions `[t*h*w, 3]` for a token grid of `t` latent frames (patch_t must be 1 for
     exact times; with patch_t > 1 a token takes the mean time of its frames)."""
     pt = config.video.patch_t
-    frame_t = video_frame_times(config, t * pt).view(t, pt).mean(dim=1) * config.video.latent_fps / pt * config.rope_time_scale
+    frame_t = video_frame_times(config, t * pt).view(t, pt).mean(dim=1) * positions_per_second(config)
     tt = frame_t.view(t, 1, 1).expand(t, h, w)
     hh = torch.arange(h, dtype=torch.float64).view(1, h, 1).expand(t, h, w)
     ww = torch.arange(w, dtype=torch.float64).view(1, 1, w).expand(t, h, w)
@@ -67,8 +72,7 @@ def audio_positions(
 ) -> Tensor:
     """Positions `[tokens, 3]`: (t, 0, 0)."""
     if config.rope_audio == "aligned":
-        # Same unit as video_positions: one video token step.
-        tt = audio_token_times(config, tokens) * config.video.latent_fps / config.video.patch_t * config.rope_time_scale
+        tt = audio_token_times(config, tokens) * positions_per_second(config)
     else:
         last_video_id = (video_latent_frames + config.video.patch_t - 1) // config.video.patch_t - 1
         # past the last video position on the scaled clock too, then one id per token
