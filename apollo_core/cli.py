@@ -75,8 +75,8 @@ def _generate(args: argparse.Namespace) -> int:
     request = Request(task=task, video_prompt=args.video_prompt, audio_prompt=args.audio_prompt, speech=args.speech,
                       negative_video=args.negative_video, negative_audio=args.negative_audio, image=image, video=video,
                       audio=audio, seconds=args.seconds, width=args.width, height=args.height, steps=steps,
-                      video_cfg=args.video_cfg, audio_cfg=args.audio_cfg, shift=args.shift, solver=args.sampler,
-                      seed=args.seed)
+                      video_cfg=args.video_cfg, audio_cfg=args.audio_cfg, video_sync_cfg=args.video_sync_cfg,
+                      audio_sync_cfg=args.audio_sync_cfg, shift=args.shift, solver=args.sampler, seed=args.seed)
     with tqdm(total=steps, desc=f"apollo-av {task.value}", unit="step", disable=args.quiet) as bar:
         clip = generate(bundle, request, callback=lambda i, n, _x: bar.update(1))
     if wants_wav:
@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "the embedded apollo-tiny's is 12, else 25)")
     gen.add_argument("--video-cfg", type=float, default=3.0)
     gen.add_argument("--audio-cfg", type=float, default=3.0)
+    gen.add_argument("--video-sync-cfg", type=float, help="cross-modal guidance: how hard the video follows the audio "
+                     "in t2av/ti2av/a2v (0 = off; default: the checkpoint's recommended value)")
+    gen.add_argument("--audio-sync-cfg", type=float, help="cross-modal guidance: how hard the audio follows the video "
+                     "in t2av/ti2av/v2a (0 = off; default: the checkpoint's recommended value, 2.5 for apollo-tiny)")
     gen.add_argument("--shift", type=float, default=1.0)
     gen.add_argument("--sampler", default="euler", help="euler, heun or dpmpp_2m")
     gen.add_argument("--seed", type=int, default=0)

@@ -17,7 +17,7 @@ from .codecs import AudioCodec, VideoCodec, check_codecs, load_codec
 from .config import ApolloConfig
 from .model.dit import ApolloDiT
 from .objective import Conditioning, assemble, velocities
-from .sampling import Solver, StepCallback, guided, sample
+from .sampling import Solver, StepCallback, cross_modal_guided, guided, sample
 from .tasks import Role, Task
 from .text import TextEncoder, encode_speech, load_text_encoder
 
@@ -169,16 +169,23 @@ def decode(bundle: Bundle, latents: dict[str, Tensor], geo: Geometry) -> tuple[T
 
 def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioning | None, init: dict[str, Tensor], *,
             steps: int, video_cfg: float, audio_cfg: float, shift: float, solver: str | Solver,
-            callback: StepCallback | None = None) -> dict[str, Tensor]:
+            callback: StepCallback | None = None, video_sync_cfg: float = 0.0,
+            audio_sync_cfg: float = 0.0) -> dict[str, Tensor]:
     """Integrate the task's generated modalities from noise to data. `init` holds noise for the
     generated modalities (with a given first frame already in place) and clean latents for given
-    ones. Cond and uncond run as one batch."""
+    ones. Cond and uncond run as one batch. `*_sync_cfg` (0 = off) adds cross-modal guidance to a
+    generated stream whose task also has the other stream: one more conditioned pass per step
+    with the other stream dropped (`Task.without`), see `sampling.cross_modal_guided`."""
     config = model.config
     spec = task.spec
     scales = {"video": video_cfg, "audio": audio_cfg}
     guide = uncond is not None and any(scales[m] != 1.0 for m in spec.generates)
     both = Conditioning.cat([cond, uncond]) if guide else cond
     b = cond.batch
+    present = {"video": spec.has_video, "audio": spec.has_audio}
+    sync = {m: s for m, s in (("video", video_sync_cfg), ("audio", audio_sync_cfg))
+            if s != 0.0 and m in spec.generates and present[_OTHER[m]]}
+    alone = {m: task.without(_OTHER[m]) for m in sync}
 
     def velocity_fn(state: dict[str, Tensor], t: float) -> dict[str, Tensor]:
         x = {k: torch.cat([v, v]) if guide else v for k, v in state.items()}
@@ -186,11 +193,22 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
         inputs = assemble(config, task, video=x.get("video"), audio=x.get("audio"), t=tt, cond=both)
         with torch.no_grad():
             v = velocities(model, task, inputs, x, tt)
-        if not guide:
-            return v
-        return guided({k: u[:b] for k, u in v.items()}, {k: u[b:] for k, u in v.items()}, scales)
+        v_cond = {k: u[:b] for k, u in v.items()} if guide else v
+        out = guided(v_cond, {k: u[b:] for k, u in v.items()}, scales) if guide else v
+        if not sync:
+            return out
+        v_alone = {}
+        for m, sub in alone.items():
+            own = {m: state[m]}  # [B, C, ...] the stream alone, conditioned on its caption
+            with torch.no_grad():
+                v_alone[m] = velocities(model, sub, assemble(config, sub, video=own.get("video"), audio=own.get("audio"),
+                                                             t=tt[:b], cond=cond), own, tt[:b])[m]
+        return cross_modal_guided(out, v_cond, v_alone, sync)
 
     return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback)
+
+
+_OTHER = {"video": "audio", "audio": "video"}
 
 
 @dataclass(frozen=True)
@@ -210,6 +228,9 @@ class Request:
     steps: int | None = None  # None: the checkpoint's recommended steps (defaults["steps"]), else DEFAULT_STEPS
     video_cfg: float = 3.0
     audio_cfg: float = 3.0
+    # cross-modal guidance; None: the checkpoint's recommended value (defaults["<name>"]), else 0 (off)
+    video_sync_cfg: float | None = None
+    audio_sync_cfg: float | None = None
     shift: float = 1.0
     solver: str = "euler"
     seed: int = 0
@@ -224,9 +245,22 @@ def sampling_steps(bundle: Bundle, steps: int | None) -> int:
     return resolved
 
 
+def sync_scales(bundle: Bundle, request: Request) -> tuple[float, float]:
+    """(video, audio) cross-modal guidance: the request's, else the checkpoint's recommended."""
+    out = []
+    for name in ("video_sync_cfg", "audio_sync_cfg"):
+        value = getattr(request, name)
+        value = float(value if value is not None else bundle.defaults.get(name, 0.0))
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+        out.append(value)
+    return out[0], out[1]
+
+
 def generate(bundle: Bundle, request: Request, callback: StepCallback | None = None) -> AVClip:
     config, task, spec = bundle.config, request.task, request.task.spec
     steps = sampling_steps(bundle, request.steps)
+    video_sync, audio_sync = sync_scales(bundle, request)
     seconds = request.seconds or bundle.defaults.get("seconds", 2.0)
     width = request.width or bundle.defaults.get("width", 64)
     height = request.height or bundle.defaults.get("height", 64)
@@ -260,7 +294,8 @@ def generate(bundle: Bundle, request: Request, callback: StepCallback | None = N
             init["audio"] = encode_waveform(bundle.audio_codec, wave[None])
     init = {k: v.to(device) for k, v in init.items()}
     out = denoise(bundle.model, task, cond, uncond, init, steps=steps, video_cfg=request.video_cfg,
-                  audio_cfg=request.audio_cfg, shift=request.shift, solver=request.solver, callback=callback)
+                  audio_cfg=request.audio_cfg, shift=request.shift, solver=request.solver, callback=callback,
+                  video_sync_cfg=video_sync, audio_sync_cfg=audio_sync)
     frames, wave = decode(bundle, out, geo)
     if spec.video is Role.GIVEN:
         frames = request.video[None, : geo.frames]

@@ -47,6 +47,14 @@ def guided(v_cond: State, v_uncond: State, scales: dict[str, float]) -> State:
     return {k: v_uncond[k] + scales.get(k, 1.0) * (v_cond[k] - v_uncond[k]) for k in v_cond}
 
 
+def cross_modal_guided(v: State, v_joint: State, v_alone: State, scales: dict[str, float]) -> State:
+    """Sync guidance: move each modality k in `scales` further along the change that seeing the
+    other modality makes to its velocity (v_joint: conditioned on everything; v_alone: the same
+    state with the other stream dropped). A denoiser whose audio depends only weakly on the video
+    still leans the right way; scaling that lean is what puts a sound on its impact frame."""
+    return {k: v[k] + scales[k] * (v_joint[k] - v_alone[k]) if k in scales else v[k] for k in v}
+
+
 def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1.0, solver: "str | Solver" = "euler",
            callback: StepCallback | None = None) -> State:
     solver = Solver.parse(solver)

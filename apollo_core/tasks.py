@@ -79,6 +79,21 @@ class Task(enum.Enum):
     def needs_audio(self) -> bool:
         return self.spec.audio is Role.GIVEN
 
+    def without(self, modality: str) -> "Task":
+        """This task with `modality` absent and the other stream kept as it is (T2AV without video
+        -> T2A, TI2AV without audio -> TI2V, V2A without video -> T2A): what the other stream is
+        denoised from when it cannot see `modality` (cross-modal guidance)."""
+        if modality not in ("video", "audio"):
+            raise ValueError(f"modality must be 'video' or 'audio', got {modality!r}")
+        spec = self.spec
+        want = TaskSpec(video=A if modality == "video" else spec.video,
+                        audio=A if modality == "audio" else spec.audio,
+                        first_frame_given=spec.first_frame_given and modality != "video")
+        for task, other in _SPECS.items():
+            if other == want:
+                return task
+        raise ValueError(f"task {self.value} without {modality} leaves no stream to generate")
+
     @staticmethod
     def parse(value: "str | Task") -> "Task":
         if isinstance(value, Task):

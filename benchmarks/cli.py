@@ -13,6 +13,10 @@ from .perf_cli import add_perf_parser
 from .results import write_json_atomic
 
 
+SYNC_HELP = ("cross-modal guidance of the {0} in tasks that also have {1} (0 = off; default: the checkpoint's "
+             "recommended value, else 0)")
+
+
 def quality_command(args: argparse.Namespace) -> int:
     from training.data.world import load_specs
 
@@ -20,7 +24,8 @@ def quality_command(args: argparse.Namespace) -> int:
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     results = run_quality(args.checkpoint, specs, args.tasks, args.n, args.steps, args.seed,
                           reference=not args.no_reference, video_cfg=args.video_cfg, audio_cfg=args.audio_cfg,
-                          solver=args.solver, shift=args.shift, log=log)
+                          solver=args.solver, shift=args.shift, video_sync_cfg=args.video_sync_cfg,
+                          audio_sync_cfg=args.audio_sync_cfg, log=log)
     if args.specs:
         results["specs"] = str(args.specs)
     results["command"] = " ".join(["apollo-av", "bench", "quality", *args.argv])
@@ -43,6 +48,8 @@ def add_quality_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--seed", type=int, default=0, help="clip i uses seed + i")
     p.add_argument("--video-cfg", type=float, default=3.0)
     p.add_argument("--audio-cfg", type=float, default=3.0)
+    p.add_argument("--video-sync-cfg", type=float, help=SYNC_HELP.format("video", "audio"))
+    p.add_argument("--audio-sync-cfg", type=float, help=SYNC_HELP.format("audio", "video"))
     p.add_argument("--solver", default="euler", choices=[s.value for s in Solver])
     p.add_argument("--shift", type=float, default=1.0, help="sampling time shift (>1 spends more steps at high noise)")
     p.add_argument("--no-reference", action="store_true", help="skip the row scoring the rendered real clips")

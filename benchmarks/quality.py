@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from apollo_core.pipeline import (Bundle, Request, decode_audio, decode_video, encode_frames, encode_waveform, generate,
-                                  geometry, load_bundle, sampling_steps)
+                                  geometry, load_bundle, sampling_steps, sync_scales)
 from apollo_core.tasks import Task
 from training.data.world import HELDOUT_PATH, Sample, SceneSpec, SpecError, load_specs, render
 
@@ -59,7 +59,8 @@ def render_for_model(spec: SceneSpec, bundle: Bundle) -> Sample:
 
 
 def make_request(task: Task, real: Sample, *, steps: int, seed: int, video_cfg: float, audio_cfg: float,
-                 solver: str = "euler", shift: float = 1.0) -> Request:
+                 solver: str = "euler", shift: float = 1.0, video_sync_cfg: float | None = None,
+                 audio_sync_cfg: float | None = None) -> Request:
     """The request a task gets for one spec: captions as prompts, real inputs where it conditions."""
     frames = torch.from_numpy(real.frames).float() / 255.0  # [T, H, W, 3]
     return Request(
@@ -69,15 +70,14 @@ def make_request(task: Task, real: Sample, *, steps: int, seed: int, video_cfg: 
         audio=torch.from_numpy(real.audio)[None] if task.needs_audio else None,
         seconds=real.spec.seconds, width=real.spec.size, height=real.spec.size,
         steps=steps, video_cfg=video_cfg, audio_cfg=audio_cfg, seed=seed, solver=solver, shift=shift,
+        video_sync_cfg=video_sync_cfg, audio_sync_cfg=audio_sync_cfg,
     )
 
 
-def _generate(bundle: Bundle, name: str, real: Sample, *, steps: int, seed: int, video_cfg: float,
-              audio_cfg: float, solver: str, shift: float
+def _generate(bundle: Bundle, name: str, real: Sample, **kw: Any
               ) -> tuple[np.ndarray | None, np.ndarray | None, set[str], np.ndarray | None]:
     """Frames, waveform, the modalities the run generated, and the reference image (if any) of
-    one clip for a task name or the cascade."""
-    kw = dict(steps=steps, seed=seed, video_cfg=video_cfg, audio_cfg=audio_cfg, solver=solver, shift=shift)
+    one clip for a task name or the cascade; `kw` are make_request's settings."""
     if name == CASCADE:
         video = generate(bundle, make_request(Task.T2V, real, **kw)).frames  # [T, H, W, 3] 0..1
         request = dataclasses.replace(make_request(Task.V2A, real, **kw), video=video)
@@ -163,7 +163,8 @@ def _clean(x: object) -> object:
 
 def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: list[str], n: int, steps: int | None,
                 seed: int, *, reference: bool = True, video_cfg: float = 3.0, audio_cfg: float = 3.0,
-                solver: str = "euler", shift: float = 1.0, log: Callable[[str], None] | None = None) -> dict:
+                solver: str = "euler", shift: float = 1.0, video_sync_cfg: float | None = None,
+                audio_sync_cfg: float | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Generate `n` clips per task (the first n specs; the held-out file when `specs` is None) and
     score them (steps None: the checkpoint's recommended steps). Returns a JSON-serialisable
     dict: run settings and `tasks[name] -> figures`, with a `reference` row for the rendered real
@@ -181,6 +182,8 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
     started = time.perf_counter()
     bundle = load_bundle(checkpoint)
     steps = sampling_steps(bundle, steps)
+    video_sync_cfg, audio_sync_cfg = sync_scales(bundle, Request(task=Task.T2AV, video_sync_cfg=video_sync_cfg,
+                                                                 audio_sync_cfg=audio_sync_cfg))
     reals = [render_for_model(s, bundle) for s in specs]
     real_feats = [{"video": video_features(r.frames), "audio": audio_features(r.audio, r.sample_rate)} for r in reals]
     results: dict[str, dict] = {}
@@ -200,7 +203,8 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
             t0 = time.perf_counter()
             frames, audio, scored, image = _generate(bundle, name, real, steps=steps, seed=seed + i,
                                                      video_cfg=video_cfg, audio_cfg=audio_cfg, solver=solver,
-                                                     shift=shift)
+                                                     shift=shift, video_sync_cfg=video_sync_cfg,
+                                                     audio_sync_cfg=audio_sync_cfg)
             score.seconds.append(time.perf_counter() - t0)
             score.add(real, frames, audio, score_video="video" in scored, score_audio="audio" in scored,
                       image=image, real_feats=feats)
@@ -210,7 +214,7 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
     return _clean({
         "checkpoint": None if checkpoint is None else str(checkpoint), "preset": bundle.config.name,
         "specs": source, "n": len(specs), "steps": steps, "seed": seed, "video_cfg": video_cfg, "audio_cfg": audio_cfg,
-        "solver": solver, "shift": shift,
+        "video_sync_cfg": video_sync_cfg, "audio_sync_cfg": audio_sync_cfg, "solver": solver, "shift": shift,
         "geometry": {"size": reals[0].spec.size, "fps": reals[0].fps, "sample_rate": reals[0].sample_rate},
         "seconds": time.perf_counter() - started, "tasks": results,
     })

@@ -23,6 +23,9 @@ from .text import fit_batch, from_comfy
 from .types import TASKS, CATEGORY, ApolloCodecs, ApolloCodecsType, ApolloModel, ApolloModelType
 
 SOLVERS = [s.value for s in Solver]
+# The embedded apollo-tiny's recommended value (its bundle's defaults["audio_sync_cfg"]; a test
+# keeps the two equal). The sync widgets are optional so API prompts saved before them still run.
+AUDIO_SYNC_DEFAULT = 2.5
 _NEEDS = {
     "image": "a reference image: connect Load Image (or any IMAGE) to the image input",
     "video": "the input video: connect Load Video (VIDEO) or IMAGE frames to the video input",
@@ -96,6 +99,15 @@ class ApolloSampler(io.ComfyNode):
                     io.Float.Input("shift", default=1.0, min=0.01, max=100.0, step=0.05, round=0.01,
                                    tooltip="Timestep shift: > 1 spends more steps near noise."),
                     io.Combo.Input("sampler", options=SOLVERS, default="euler"),
+                    io.Float.Input("video_sync_cfg", default=0.0, min=-10.0, max=30.0, step=0.1, round=0.01,
+                                   optional=True,
+                                   tooltip="Cross-modal guidance: how hard the video follows the audio in T2AV, "
+                                           "TI2AV and A2V (0 = off; one more model pass per step)."),
+                    io.Float.Input("audio_sync_cfg", default=AUDIO_SYNC_DEFAULT, min=-10.0, max=30.0, step=0.1,
+                                   round=0.01, optional=True,
+                                   tooltip="Cross-modal guidance: how hard the audio follows the video in T2AV, "
+                                           "TI2AV and V2A, so sounds land on their visual events (0 = off; a "
+                                           "cheap extra audio-only pass per step)."),
                     io.Image.Input("image", optional=True, tooltip="First frame for TI2V and TI2AV."),
                     io.MultiType.Input("video", types=[io.Video, io.Image], optional=True,
                                        tooltip="Input video for V2A: a VIDEO, or IMAGE frames at the model's fps."),
@@ -106,6 +118,7 @@ class ApolloSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model: ApolloModel, codecs: ApolloCodecs, positive: list, negative: list, latent: dict,
                 task: str, seed: int, steps: int, video_cfg: float, audio_cfg: float, shift: float, sampler: str,
+                video_sync_cfg: float = 0.0, audio_sync_cfg: float = AUDIO_SYNC_DEFAULT,
                 image: Tensor | None = None, video: Any = None, audio: dict | None = None) -> io.NodeOutput:
         job = Task.parse(task)
         video0, audio0, meta = read_latent(latent)
@@ -129,7 +142,8 @@ class ApolloSampler(io.ComfyNode):
 
         out = denoise(model.patcher.model, job, cond.to(device), uncond.to(device),
                       {k: v.to(device) for k, v in init.items()}, steps=steps, video_cfg=video_cfg,
-                      audio_cfg=audio_cfg, shift=shift, solver=sampler, callback=on_step)
+                      audio_cfg=audio_cfg, shift=shift, solver=sampler, callback=on_step,
+                      video_sync_cfg=video_sync_cfg, audio_sync_cfg=audio_sync_cfg)
         result = {k: v.float().cpu() for k, v in out.items()}
         meta = dict(meta, task=job.name, content=[m for m in ("video", "audio") if m in result], given=given)
         return io.NodeOutput(make_latent(result.get("video", video0), result.get("audio", audio0), meta))

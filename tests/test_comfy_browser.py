@@ -198,11 +198,13 @@ def test_apollo_pack_registers_loads_templates_queues_and_plays(apollo_server: C
     heights = {task: sockets[task].pop("height") for task in APOLLO_TASKS}
     assert templates["switched"].pop("height") == heights["A2V"]
     assert sockets["T2AV"] == {"inputs": ["model", "codecs", "positive", "negative", "latent"], "hidden": []}
-    assert sockets["TI2V"]["inputs"][-1] == "image" and sockets["TI2V"]["hidden"] == ["audio_cfg"]
-    assert sockets["V2A"]["inputs"][-1] == "video" and sockets["V2A"]["hidden"] == ["video_cfg"]
-    assert sockets["T2A"]["hidden"] == ["video_cfg"] and sockets["A2V"]["inputs"][-1] == "audio"
+    assert sockets["TI2V"]["inputs"][-1] == "image"
+    assert sockets["TI2V"]["hidden"] == ["audio_cfg", "video_sync_cfg", "audio_sync_cfg"]
+    assert sockets["V2A"]["inputs"][-1] == "video" and sockets["V2A"]["hidden"] == ["video_cfg", "video_sync_cfg"]
+    assert sockets["T2A"]["hidden"] == ["video_cfg", "video_sync_cfg", "audio_sync_cfg"]
+    assert sockets["A2V"]["inputs"][-1] == "audio"
     assert templates["switched"] == {"inputs": ["model", "codecs", "positive", "negative", "latent", "audio"],
-                                     "hidden": ["audio_cfg"]}
+                                     "hidden": ["audio_cfg", "audio_sync_cfg"]}
     assert player["controls"] and not player["muted"] and player["playing"] and player["width"] == 256
     assert player["scrubbed"] == pytest.approx(1.25, abs=0.15)
     assert player["audio"] > 0  # the sound track was decoded while playing

@@ -65,7 +65,8 @@ def test_object_info_lists_the_pack(apollo_server: ComfyServer, apollo_bundle) -
     sampler = info["ApolloSampler"]["input"]
     assert sampler["required"]["task"][1]["options"] == list(TASKS)
     assert {k: v[0] for k, v in sampler["optional"].items()} == {"image": "IMAGE", "video": "VIDEO,IMAGE",
-                                                                 "audio": "AUDIO"}
+                                                                 "audio": "AUDIO", "video_sync_cfg": "FLOAT",
+                                                                 "audio_sync_cfg": "FLOAT"}
     assert info["ApolloSaveAV"]["output_node"] and info["ApolloPreviewAV"]["output_node"]
     assert info["ApolloDecodeAV"]["output"] == ["IMAGE", "AUDIO", "VIDEO", "FLOAT"]
     assert info["ApolloEmptyAVLatent"]["output"] == ["LATENT"]

@@ -64,7 +64,8 @@ def sample(kit, task: str, seed: int = 3, steps: int = 2, hidden: dict | None = 
            **media) -> dict:
     return run(kit.pack, "ApolloSampler", hidden or {"UNIQUE_ID": "7"}, model=kit.model, codecs=kit.codecs,
                positive=kit.positive, negative=kit.negative, latent=lat or latent(kit), task=task, seed=seed,
-               steps=steps, video_cfg=3.0, audio_cfg=2.0, shift=1.0, sampler="euler", **media)[0]
+               steps=steps, video_cfg=3.0, audio_cfg=2.0, shift=1.0, sampler="euler", video_sync_cfg=0.5,
+               audio_sync_cfg=1.5, **media)[0]
 
 
 def inputs_for(task) -> tuple[dict, dict]:
@@ -177,8 +178,8 @@ def test_node_chain_equals_pipeline_generate(kit, task: str) -> None:
     bundle = core.pipeline.Bundle(kit.model.patcher.model, kit.codecs.video, kit.codecs.audio,
                                   kit.text_encoder.encoder)
     request = core.pipeline.Request(task=job, negative_video="blurry", negative_audio="hiss", seconds=2.0, width=32,
-                                    height=32, steps=2, video_cfg=3.0, audio_cfg=2.0, seed=3, **PROMPT,
-                                    **request_media)
+                                    height=32, steps=2, video_cfg=3.0, audio_cfg=2.0, video_sync_cfg=0.5,
+                                    audio_sync_cfg=1.5, seed=3, **PROMPT, **request_media)
     clip = core.pipeline.generate(bundle, request)
     if job.spec.has_video:
         frames = run(kit.pack, "ApolloDecodeVideo", codecs=kit.codecs, latent=out, chunk_frames=16)[0]
@@ -188,6 +189,12 @@ def test_node_chain_equals_pipeline_generate(kit, task: str) -> None:
         audio = run(kit.pack, "ApolloDecodeAudio", codecs=kit.codecs, latent=out)[0]
         assert audio["sample_rate"] == clip.sample_rate == 8000
         torch.testing.assert_close(audio["waveform"][0], clip.waveform, atol=1e-5, rtol=0)
+
+
+def test_sampler_defaults_to_the_embedded_models_sync_guidance(kit) -> None:
+    core = kit.pack.apollo_core
+    _, extra = core.checkpoint.read_config(core.pipeline.default_checkpoint() / "model.safetensors")
+    assert kit.pack.nodes.sampler.AUDIO_SYNC_DEFAULT == extra["defaults"]["audio_sync_cfg"]
 
 
 def test_sampler_converts_and_checks_its_media_inputs(kit, comfy_in_process) -> None:

@@ -1,4 +1,6 @@
 
+import dataclasses
+
 import av
 import pytest
 import torch
@@ -74,6 +76,56 @@ def test_batched_guidance_equals_separate_passes(bundle):
         expect = u[k] + s * (c[k] - u[k])  # one Euler step is linear in the velocity
         assert torch.allclose(one[k], expect, atol=1e-5)
     assert guided["video"].shape == init["video"].shape and cfg.name == "debug"
+
+
+def test_sync_guidance_adds_the_joint_minus_alone_velocity(bundle):
+    cond, uncond = _encode(bundle, "a red circle", "knocks", ""), _encode(bundle, "", "", "")
+    g = torch.Generator().manual_seed(2)
+    init = {"video": torch.randn(1, 4, 8, 8, 8, generator=g), "audio": torch.randn(1, 4, 64, generator=g)}
+    one = dict(steps=1, shift=1.0, solver="euler")  # one Euler step from t=0 is linear in the velocity
+    plain = denoise(bundle.model, Task.T2AV, cond, uncond, init, video_cfg=3.0, audio_cfg=3.0, **one)
+    joint = denoise(bundle.model, Task.T2AV, cond, None, init, video_cfg=1.0, audio_cfg=1.0, **one)
+    alone_a = denoise(bundle.model, Task.T2A, cond, None, {"audio": init["audio"]}, video_cfg=1.0, audio_cfg=1.0, **one)
+    alone_v = denoise(bundle.model, Task.T2V, cond, None, {"video": init["video"]}, video_cfg=1.0, audio_cfg=1.0, **one)
+    synced = denoise(bundle.model, Task.T2AV, cond, uncond, init, video_cfg=3.0, audio_cfg=3.0,
+                     audio_sync_cfg=2.0, video_sync_cfg=0.5, **one)
+    for k, s, alone in (("audio", 2.0, alone_a), ("video", 0.5, alone_v)):
+        assert torch.allclose(synced[k], plain[k] + s * (joint[k] - alone[k]), atol=1e-5), k
+    assert not torch.allclose(synced["audio"], plain["audio"], atol=1e-3)
+    # a task without the other stream has nothing to sync to: the scale changes nothing
+    t2a = denoise(bundle.model, Task.T2A, cond, uncond, {"audio": init["audio"]}, video_cfg=3.0, audio_cfg=3.0, **one)
+    t2a_sync = denoise(bundle.model, Task.T2A, cond, uncond, {"audio": init["audio"]}, video_cfg=3.0, audio_cfg=3.0,
+                       audio_sync_cfg=2.0, **one)
+    assert torch.equal(t2a["audio"], t2a_sync["audio"])
+    # V2A: the audio's guidance contrasts the given video with no video (T2A)
+    v2a = {"video": init["video"], "audio": init["audio"]}
+    plain = denoise(bundle.model, Task.V2A, cond, uncond, v2a, video_cfg=1.0, audio_cfg=3.0, **one)
+    joint = denoise(bundle.model, Task.V2A, cond, None, v2a, video_cfg=1.0, audio_cfg=1.0, **one)
+    synced = denoise(bundle.model, Task.V2A, cond, uncond, v2a, video_cfg=1.0, audio_cfg=3.0, audio_sync_cfg=1.5, **one)
+    assert torch.allclose(synced["audio"], plain["audio"] + 1.5 * (joint["audio"] - alone_a["audio"]), atol=1e-5)
+    assert torch.equal(synced["video"], init["video"])
+
+
+def test_sync_guidance_defaults_come_from_the_checkpoint(bundle):
+    r = Request(task=Task.T2AV, video_prompt="a blue square", audio_prompt="beeps", steps=2, seed=3)
+    base = generate(bundle, r)
+    recommended = dataclasses.replace(bundle, defaults={**bundle.defaults, "audio_sync_cfg": 2.0})
+    a = generate(recommended, r)
+    b = generate(bundle, dataclasses.replace(r, audio_sync_cfg=2.0))
+    assert torch.equal(a.waveform, b.waveform) and not torch.equal(a.waveform, base.waveform)
+    off = generate(recommended, dataclasses.replace(r, audio_sync_cfg=0.0))  # an explicit 0 turns it off
+    assert torch.equal(off.waveform, base.waveform)
+    with pytest.raises(ValueError, match="audio_sync_cfg must be a finite number"):
+        generate(bundle, dataclasses.replace(r, audio_sync_cfg=float("nan")))
+
+
+def test_task_without_a_stream():
+    assert [Task.T2AV.without("video"), Task.T2AV.without("audio")] == [Task.T2A, Task.T2V]
+    assert [Task.TI2AV.without("audio"), Task.V2A.without("video"), Task.A2V.without("audio")] == [Task.TI2V, Task.T2A, Task.T2V]
+    with pytest.raises(ValueError, match="t2v without video leaves no stream"):
+        Task.T2V.without("video")
+    with pytest.raises(ValueError, match="'video' or 'audio'"):
+        Task.T2AV.without("text")
 
 
 def test_given_first_frame_is_kept_in_latent_space(bundle):

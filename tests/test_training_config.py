@@ -32,6 +32,9 @@ def test_shipped_configs_validate() -> None:
     polish = load_config(CONFIGS / "apollo-tiny-polish.yaml")  # the second run starts from the first's export
     assert polish.model.init_from == f"{tiny.output_dir}/export" and polish.flow.shift == 3.0
     assert polish.data.sources == tiny.data.sources
+    sync = load_config(CONFIGS / "apollo-tiny-sync.yaml")  # the third starts from the second's export
+    assert sync.model.init_from == f"{polish.output_dir}/export" and sync.data.sources == tiny.data.sources
+    assert sync.stages[0].flow.logit_mean == -0.5 and sync.flow == tiny.flow
 
 
 def test_unknown_key_is_named_with_its_path() -> None:
@@ -82,6 +85,20 @@ def test_structural_errors() -> None:
     del raw["stages"][0]["steps"]
     with pytest.raises(ConfigError, match=r"missing key 'stages\[0\]\.steps'"):
         parse_config(raw)
+
+
+def test_stage_flow_inherits_the_runs_and_is_validated() -> None:
+    raw = raw_debug()
+    raw["flow"] = {"shift": 3.0, "logit_std": 1.5}
+    raw["stages"][2]["flow"] = {"logit_mean": -1.0}
+    cfg = parse_config(raw)
+    assert cfg.stages[0].flow is None
+    assert (cfg.stages[2].flow.logit_mean, cfg.stages[2].flow.logit_std, cfg.stages[2].flow.shift) == (-1.0, 1.5, 3.0)
+    assert cfg.flow.logit_mean == 0.0  # the run's (and validation's) distribution is unchanged
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.flow\.shift must be > 0"):
+        parse_config(raw_debug(), ["stages.1.flow.shift=0"])
+    with pytest.raises(ConfigError, match=r"unknown key 'stages\[1\]\.flow\.mean'"):
+        parse_config(raw_debug(), ["stages.1.flow.mean=-1"])
 
 
 def test_overrides() -> None:

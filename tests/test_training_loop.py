@@ -18,6 +18,8 @@ from apollo_core.pipeline import load_bundle
 from training.checkpointing import list_checkpoints
 from training.config import load_config
 from training.export import export_checkpoint
+from apollo_core.objective import training_loss
+from training import trainer as trainer_module
 from training.trainer import Trainer
 
 CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "debug.yaml"
@@ -59,10 +61,20 @@ def structure_free_floor(latents: torch.Tensor) -> float:
 
 
 @pytest.mark.slow
-def test_loss_goes_down_checkpoints_and_export(tmp_path: Path, cache: Path) -> None:
-    cfg = load_config(CONFIG, SMALL + [f"output_dir={tmp_path}", f"data.cache_dir={cache}"])
+def test_loss_goes_down_checkpoints_and_export(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(CONFIG, SMALL + [f"output_dir={tmp_path}", f"data.cache_dir={cache}",
+                                       "stages.2.flow.logit_mean=-1.5"])
+    drawn_with: list[float] = []  # each training step's flow-time logit mean
+
+    def recording_loss(*args, **kwargs):
+        drawn_with.append(kwargs["logit_mean"])
+        return training_loss(*args, **kwargs)
+    monkeypatch.setattr(trainer_module, "training_loss", recording_loss)
     trainer = Trainer(cfg)
     result = trainer.run()
+    # the last stage draws its flow times from its own distribution, the others from the run's
+    sizes = [s.steps * s.grad_accum for s in cfg.stages]
+    assert drawn_with == [0.0] * (sizes[0] + sizes[1]) + [-1.5] * sizes[2]
     records = train_records(tmp_path)
     assert [r["step"] for r in records] == list(range(1, cfg.total_steps + 1))
     losses = [per_modality(r) for r in records]
@@ -99,8 +111,11 @@ def test_loss_goes_down_checkpoints_and_export(tmp_path: Path, cache: Path) -> N
     for (name, a), b in zip(model.state_dict().items(), ema.state_dict().values()):
         assert torch.equal(a, b), name
     # any checkpoint exports later too, here in bf16
-    again = export_checkpoint(tmp_path, tmp_path / "bf16", weight_dtype="bf16", steps=7)
-    assert load_bundle(again, attention="math").defaults == {"width": 32, "height": 32, "seconds": 1.0, "steps": 7}
+    again = export_checkpoint(tmp_path, tmp_path / "bf16", weight_dtype="bf16", steps=7, sync_cfg={"audio": 2.0})
+    assert load_bundle(again, attention="math").defaults == {"width": 32, "height": 32, "seconds": 1.0, "steps": 7,
+                                                             "audio_sync_cfg": 2.0}
+    with pytest.raises(ValueError, match="sync_cfg takes"):
+        export_checkpoint(tmp_path, tmp_path / "bad", sync_cfg={"text": 1.0})
     with pytest.raises(ValueError, match="steps must be >= 1"):
         export_checkpoint(tmp_path, tmp_path / "bad", steps=0)
     small = load_bundle(again, attention="math").model

@@ -64,6 +64,13 @@ class RebalanceConfig:
 
 
 @dataclass(frozen=True)
+class FlowConfig:
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0
+
+
+@dataclass(frozen=True)
 class StageConfig:
     name: str
     steps: int  # optimizer steps
@@ -75,6 +82,9 @@ class StageConfig:
     quality: QualityFilter = field(default_factory=QualityFilter)
     caption_dropout: float = 0.1  # per-sample probability of empty captions and speech (CFG)
     rebalance: RebalanceConfig | None = None
+    # This stage's flow-time distribution: keys given here replace the run's `flow` keys for the
+    # stage's training steps. Validation keeps the run's, so its losses stay comparable.
+    flow: FlowConfig | None = None
 
     def task_weights(self) -> dict[Task, float]:
         return {Task.parse(k): float(v) for k, v in self.tasks.items()}
@@ -125,13 +135,6 @@ class ModelConfig:
 
     def build(self) -> ApolloConfig:
         return get_preset(self.preset).replace(**self.overrides) if self.overrides else get_preset(self.preset)
-
-
-@dataclass(frozen=True)
-class FlowConfig:
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    shift: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ def parse_config(raw: Any, overrides: list[str] | tuple[str, ...] = (), *, sourc
         raise ConfigError(f"{source}: the top level must be a mapping of options, got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item)
+    _inherit_stage_flow(raw)
     try:
         cfg = _build(RunConfig, raw, "")
     except ConfigError as exc:
@@ -214,6 +218,16 @@ def parse_config(raw: Any, overrides: list[str] | tuple[str, ...] = (), *, sourc
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
+
+
+def _inherit_stage_flow(raw: dict[str, Any]) -> None:
+    """A stage's `flow` names only what it changes; the rest comes from the run's `flow`."""
+    run_flow, stages = raw.get("flow") or {}, raw.get("stages")
+    if not isinstance(run_flow, dict) or not isinstance(stages, list):
+        return  # _build reports the type error with its path
+    for stage in stages:
+        if isinstance(stage, dict) and isinstance(stage.get("flow"), dict):
+            stage["flow"] = {**run_flow, **stage["flow"]}
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -330,8 +344,7 @@ def validate(cfg: RunConfig) -> None:
     _positive("data.clip.seconds", cfg.data.clip.seconds)
     _positive("data.clip.height", cfg.data.clip.height)
     _positive("data.clip.width", cfg.data.clip.width)
-    _positive("flow.logit_std", cfg.flow.logit_std)
-    _positive("flow.shift", cfg.flow.shift)
+    _check_flow("flow", cfg.flow)
     if not cfg.data.sources:
         raise ConfigError("data.sources is empty; define at least one source (kind: world or clips)")
     for name, src in cfg.data.sources.items():
@@ -384,6 +397,8 @@ def _check_stage(cfg: RunConfig, i: int, stage: StageConfig) -> None:
     _range(f"{p}.lr.final", stage.lr.final, 0.0, 1.0)
     if stage.lr.warmup >= stage.steps:
         raise ConfigError(f"{p}.lr.warmup={stage.lr.warmup} must be below {p}.steps={stage.steps}")
+    if stage.flow is not None:
+        _check_flow(f"{p}.flow", stage.flow)
     _weights(f"{p}.tasks", stage.tasks)
     for key in stage.tasks:
         try:
@@ -406,6 +421,11 @@ def _check_stage(cfg: RunConfig, i: int, stage: StageConfig) -> None:
             raise ConfigError(f"{p}.rebalance.by=validation_loss needs eval.source (a held-out data source)")
         if rb.by == "metrics" and cfg.eval.metrics is None:
             raise ConfigError(f"{p}.rebalance.by=metrics needs eval.metrics ('module:function')")
+
+
+def _check_flow(path: str, flow: FlowConfig) -> None:
+    _positive(f"{path}.logit_std", flow.logit_std)
+    _positive(f"{path}.shift", flow.shift)
 
 
 def _weights(path: str, weights: dict[str, float]) -> None:

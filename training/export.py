@@ -6,11 +6,13 @@ caption encoder and the clip size it was trained at) beside `video_codec.safeten
 a folder). The run's codecs are copied in, so the folder is self-contained.
 
     python -m training.export RUN_OR_CHECKPOINT OUT_FOLDER [--weight-dtype bf16] [--raw] [--steps N]
+                              [--audio-sync-cfg X] [--video-sync-cfg X]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -29,15 +31,21 @@ from .data.encode import build_codecs
 from .data.prepare import clip_format
 
 
-def bundle_extra(cfg: RunConfig, text_encoder: str, *, steps: int | None = None, **more: Any) -> dict[str, Any]:
-    """steps: the sampling steps generation defaults to (measure them with `apollo-av bench quality
-    --steps N` first); None leaves the pipeline's own default."""
+def bundle_extra(cfg: RunConfig, text_encoder: str, *, steps: int | None = None,
+                 sync_cfg: dict[str, float] | None = None, **more: Any) -> dict[str, Any]:
+    """steps: the sampling steps generation defaults to; sync_cfg: {"video"|"audio": scale}, the
+    cross-modal guidance it defaults to (measure both with `apollo-av bench quality --steps N
+    --audio-sync-cfg X` first). None leaves the pipeline's own defaults (25 steps, no sync guidance)."""
     clip = cfg.data.clip
     defaults: dict[str, Any] = {"width": clip.width, "height": clip.height, "seconds": clip.seconds}
     if steps is not None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         defaults["steps"] = steps
+    for modality, scale in (sync_cfg or {}).items():
+        if modality not in ("video", "audio") or not math.isfinite(scale):
+            raise ValueError(f"sync_cfg takes 'video'/'audio' -> a finite scale, got {modality!r}: {scale}")
+        defaults[f"{modality}_sync_cfg"] = float(scale)
     return {"text_encoder": text_encoder, "defaults": defaults,
             "codecs": {"video": cfg.codecs.video, "audio": cfg.codecs.audio}, **more}
 
@@ -66,13 +74,15 @@ def export_state(state: dict[str, torch.Tensor], cfg: RunConfig, folder: str | o
 
 
 def export_checkpoint(source: str | os.PathLike, folder: str | os.PathLike, *, weight_dtype: str = "fp32",
-                      use_ema: bool = True, steps: int | None = None) -> Path:
+                      use_ema: bool = True, steps: int | None = None,
+                      sync_cfg: dict[str, float] | None = None) -> Path:
     """A training checkpoint (or a run folder: its latest checkpoint) -> bundle folder."""
     ckpt = resolve_resume(source)
     state = json.loads((ckpt / TRAINER_FILE).read_text())
     cfg = parse_config(state["config"], source=str(ckpt / TRAINER_FILE))
     model = load_model(ckpt / ("ema.safetensors" if use_ema else "model.safetensors"), attention="math")
-    extra = bundle_extra(cfg, state.get("text_encoder", "minilm"), steps=steps, step=state["step"], ema=use_ema,
+    extra = bundle_extra(cfg, state.get("text_encoder", "minilm"), steps=steps, sync_cfg=sync_cfg,
+                         step=state["step"], ema=use_ema,
                          eval=state.get("last_eval", {}), source=str(ckpt),
                          stages=[s.name for s in cfg.stages])
     return write_bundle(folder, model, cfg, extra=extra, weight_dtype=weight_dtype)
@@ -85,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-dtype", default="fp32", choices=sorted(WEIGHT_DTYPES))
     parser.add_argument("--raw", action="store_true", help="export the training weights instead of the EMA")
     parser.add_argument("--steps", type=int, help="sampling steps `apollo-av generate` defaults to for this bundle")
+    parser.add_argument("--video-sync-cfg", type=float, help="cross-modal guidance of the video it defaults to")
+    parser.add_argument("--audio-sync-cfg", type=float, help="cross-modal guidance of the audio it defaults to")
     args = parser.parse_args(argv)
-    print(export_checkpoint(args.source, args.out, weight_dtype=args.weight_dtype, use_ema=not args.raw, steps=args.steps))
+    sync = {m: v for m, v in (("video", args.video_sync_cfg), ("audio", args.audio_sync_cfg)) if v is not None}
+    print(export_checkpoint(args.source, args.out, weight_dtype=args.weight_dtype, use_ema=not args.raw,
+                            steps=args.steps, sync_cfg=sync or None))
     return 0
 
 

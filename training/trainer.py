@@ -219,6 +219,7 @@ class Trainer:
     def _train_step(self, stage: StageConfig) -> None:
         accum = stage.grad_accum
         lr = lr_at(stage.lr, self.stage_step, stage.steps)
+        flow = stage.flow or self.cfg.flow
         tasks: list[Task] = []
         values = torch.zeros(accum, 3, device=self.acc.device)  # video, audio, total per micro-batch
         for micro in range(accum):
@@ -229,8 +230,8 @@ class Trainer:
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
                 with self.acc.autocast():
                     losses = training_loss(self.loss_model, task, video=video, audio=audio, cond=cond,
-                                           generator=self.noise, logit_mean=self.cfg.flow.logit_mean,
-                                           logit_std=self.cfg.flow.logit_std, shift=self.cfg.flow.shift)
+                                           generator=self.noise, logit_mean=flow.logit_mean,
+                                           logit_std=flow.logit_std, shift=flow.shift)
                 self.acc.backward(losses["total"] / accum)
             tasks.append(task)
             for j, name in enumerate(("video", "audio", "total")):

@@ -13,6 +13,8 @@ const TASK_SOCKETS = { T2AV: [], TI2AV: ["image"], TI2V: ["image"], T2V: [], T2A
 const TASK_WIDGETS = {
   video_cfg: ["T2AV", "TI2AV", "TI2V", "T2V", "A2V"],
   audio_cfg: ["T2AV", "TI2AV", "T2A", "V2A"],
+  video_sync_cfg: ["T2AV", "TI2AV", "A2V"], // the video follows the audio: tasks with both streams
+  audio_sync_cfg: ["T2AV", "TI2AV", "V2A"],
 };
 
 function viewUrl(file) {

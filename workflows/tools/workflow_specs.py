@@ -14,6 +14,9 @@ TASKS = ("T2AV", "TI2AV", "TI2V", "T2V", "T2A", "V2A", "A2V")
 # empty: apollo-tiny learned its unconditional branch from dropped (empty) captions.
 VIDEO_PROMPT = "a large red circle bounces on a dark blue background"
 AUDIO_PROMPT = "a low knock each time it hits the floor"
+# apollo-tiny's recommended cross-modal guidance of the audio (its bundle's defaults["audio_sync_cfg"],
+# also the sampler node's default; tests/test_embedded.py keeps the three equal)
+AUDIO_SYNC_DEFAULT = 2.5
 NEGATIVE_VIDEO = ""
 NEGATIVE_AUDIO = ""
 EXAMPLE_IMAGE, EXAMPLE_VIDEO, EXAMPLE_AUDIO = "apollo_example.png", "apollo_example.mp4", "apollo_example.wav"
@@ -44,7 +47,8 @@ def workflow(task: str) -> dict[str, dict[str, Any]]:
                    seconds=2.0, batch_size=1),
     }
     sampler = dict(model=["1", 0], codecs=["2", 0], positive=["4", 0], negative=["5", 0], latent=["6", 0],
-                   task=task, seed=42, steps=20, video_cfg=3.0, audio_cfg=3.0, shift=1.0, sampler="euler")
+                   task=task, seed=42, steps=20, video_cfg=3.0, audio_cfg=3.0, shift=1.0, sampler="euler",
+                   video_sync_cfg=0.0, audio_sync_cfg=AUDIO_SYNC_DEFAULT)
     if task in ("TI2AV", "TI2V"):
         prompt["10"] = _node("LoadImage", "First frame", image=EXAMPLE_IMAGE)
         sampler["image"] = ["10", 0]
