@@ -167,6 +167,9 @@ def decode(bundle: Bundle, latents: dict[str, Tensor], geo: Geometry) -> tuple[T
     return frames, wave
 
 
+_OTHER = {"video": "audio", "audio": "video"}
+
+
 def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioning | None, init: dict[str, Tensor], *,
             steps: int, video_cfg: float, audio_cfg: float, shift: float, solver: str | Solver,
             callback: StepCallback | None = None, video_sync_cfg: float = 0.0,
@@ -182,9 +185,8 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
     guide = uncond is not None and any(scales[m] != 1.0 for m in spec.generates)
     both = Conditioning.cat([cond, uncond]) if guide else cond
     b = cond.batch
-    present = {"video": spec.has_video, "audio": spec.has_audio}
     sync = {m: s for m, s in (("video", video_sync_cfg), ("audio", audio_sync_cfg))
-            if s != 0.0 and m in spec.generates and present[_OTHER[m]]}
+            if s != 0.0 and m in spec.generates and _OTHER[m] in spec.streams}
     alone = {m: task.without(_OTHER[m]) for m in sync}
 
     def velocity_fn(state: dict[str, Tensor], t: float) -> dict[str, Tensor]:
@@ -206,9 +208,6 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
         return cross_modal_guided(out, v_cond, v_alone, sync)
 
     return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback)
-
-
-_OTHER = {"video": "audio", "audio": "video"}
 
 
 @dataclass(frozen=True)
@@ -245,11 +244,11 @@ def sampling_steps(bundle: Bundle, steps: int | None) -> int:
     return resolved
 
 
-def sync_scales(bundle: Bundle, request: Request) -> tuple[float, float]:
-    """(video, audio) cross-modal guidance: the request's, else the checkpoint's recommended."""
+def sync_scales(bundle: Bundle, video: float | None, audio: float | None) -> tuple[float, float]:
+    """(video, audio) cross-modal guidance: the values given, else the checkpoint's recommended
+    (defaults["video_sync_cfg"], defaults["audio_sync_cfg"]), else 0 (off)."""
     out = []
-    for name in ("video_sync_cfg", "audio_sync_cfg"):
-        value = getattr(request, name)
+    for name, value in (("video_sync_cfg", video), ("audio_sync_cfg", audio)):
         value = float(value if value is not None else bundle.defaults.get(name, 0.0))
         if not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
@@ -260,7 +259,7 @@ def sync_scales(bundle: Bundle, request: Request) -> tuple[float, float]:
 def generate(bundle: Bundle, request: Request, callback: StepCallback | None = None) -> AVClip:
     config, task, spec = bundle.config, request.task, request.task.spec
     steps = sampling_steps(bundle, request.steps)
-    video_sync, audio_sync = sync_scales(bundle, request)
+    video_sync, audio_sync = sync_scales(bundle, request.video_sync_cfg, request.audio_sync_cfg)
     seconds = request.seconds or bundle.defaults.get("seconds", 2.0)
     width = request.width or bundle.defaults.get("width", 64)
     height = request.height or bundle.defaults.get("height", 64)

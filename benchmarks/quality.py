@@ -182,8 +182,7 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
     started = time.perf_counter()
     bundle = load_bundle(checkpoint)
     steps = sampling_steps(bundle, steps)
-    video_sync_cfg, audio_sync_cfg = sync_scales(bundle, Request(task=Task.T2AV, video_sync_cfg=video_sync_cfg,
-                                                                 audio_sync_cfg=audio_sync_cfg))
+    video_sync_cfg, audio_sync_cfg = sync_scales(bundle, video_sync_cfg, audio_sync_cfg)
     reals = [render_for_model(s, bundle) for s in specs]
     real_feats = [{"video": video_features(r.frames), "audio": audio_features(r.audio, r.sample_rate)} for r in reals]
     results: dict[str, dict] = {}

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from apollo_core.checkpoint import read_config
+from apollo_core.pipeline import MODEL_FILE, default_checkpoint
+
 EMBEDDED = "apollo-tiny (embedded)"
 TASKS = ("T2AV", "TI2AV", "TI2V", "T2V", "T2A", "V2A", "A2V")
 # In the synthetic world apollo-tiny was trained on (paraphrases of its captions: the MiniLM caption
@@ -14,9 +17,6 @@ TASKS = ("T2AV", "TI2AV", "TI2V", "T2V", "T2A", "V2A", "A2V")
 # empty: apollo-tiny learned its unconditional branch from dropped (empty) captions.
 VIDEO_PROMPT = "a large red circle bounces on a dark blue background"
 AUDIO_PROMPT = "a low knock each time it hits the floor"
-# apollo-tiny's recommended cross-modal guidance of the audio (its bundle's defaults["audio_sync_cfg"],
-# also the sampler node's default; tests/test_embedded.py keeps the three equal)
-AUDIO_SYNC_DEFAULT = 2.5
 NEGATIVE_VIDEO = ""
 NEGATIVE_AUDIO = ""
 EXAMPLE_IMAGE, EXAMPLE_VIDEO, EXAMPLE_AUDIO = "apollo_example.png", "apollo_example.mp4", "apollo_example.wav"
@@ -28,6 +28,11 @@ LAYOUT = {"1": (0, 0), "2": (0, 1), "3": (0, 2), "4": (1, 0), "5": (1, 1.6), "6"
 
 def _node(class_type: str, title: str, **inputs: Any) -> dict[str, Any]:
     return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
+
+
+def _audio_sync_default() -> float:
+    """The embedded apollo-tiny's recommended audio sync guidance, from its bundle's metadata."""
+    return read_config(default_checkpoint() / MODEL_FILE)[1]["defaults"]["audio_sync_cfg"]
 
 
 def workflow(task: str) -> dict[str, dict[str, Any]]:
@@ -48,7 +53,7 @@ def workflow(task: str) -> dict[str, dict[str, Any]]:
     }
     sampler = dict(model=["1", 0], codecs=["2", 0], positive=["4", 0], negative=["5", 0], latent=["6", 0],
                    task=task, seed=42, steps=20, video_cfg=3.0, audio_cfg=3.0, shift=1.0, sampler="euler",
-                   video_sync_cfg=0.0, audio_sync_cfg=AUDIO_SYNC_DEFAULT)
+                   video_sync_cfg=0.0, audio_sync_cfg=_audio_sync_default())
     if task in ("TI2AV", "TI2V"):
         prompt["10"] = _node("LoadImage", "First frame", image=EXAMPLE_IMAGE)
         sampler["image"] = ["10", 0]
