@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import memory
 from .config import PRESETS, get_preset
+from .sampling import ANCESTRAL_ETA
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -76,7 +77,8 @@ def _generate(args: argparse.Namespace) -> int:
                       negative_video=args.negative_video, negative_audio=args.negative_audio, image=image, video=video,
                       audio=audio, seconds=args.seconds, width=args.width, height=args.height, steps=steps,
                       video_cfg=args.video_cfg, audio_cfg=args.audio_cfg, video_sync_cfg=args.video_sync_cfg,
-                      audio_sync_cfg=args.audio_sync_cfg, shift=args.shift, solver=args.sampler, seed=args.seed)
+                      audio_sync_cfg=args.audio_sync_cfg, shift=args.shift, solver=args.sampler, eta=args.eta,
+                      seed=args.seed)
     with tqdm(total=steps, desc=f"apollo-av {task.value}", unit="step", disable=args.quiet) as bar:
         clip = generate(bundle, request, callback=lambda i, n, _x: bar.update(1))
     if wants_wav:
@@ -134,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--audio-sync-cfg", type=float, help="cross-modal guidance: how hard the audio follows the video "
                      "in t2av/ti2av/v2a (0 = off; default: the checkpoint's recommended value, 2.5 for apollo-tiny)")
     gen.add_argument("--shift", type=float, default=1.0)
-    gen.add_argument("--sampler", default="euler", help="euler, heun or dpmpp_2m")
+    gen.add_argument("--sampler", default="euler", help="euler, euler_ancestral, heun or dpmpp_2m")
+    gen.add_argument("--eta", type=float, default=ANCESTRAL_ETA,
+                     help=f"euler_ancestral: share of fresh noise per step, 0-1 (default {ANCESTRAL_ETA})")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--checkpoint", help="folder with model + codecs, or a model file (default: embedded apollo-tiny)")
     gen.add_argument("--attention", default="auto", help="auto, sdpa, math, flash_attn or sage")

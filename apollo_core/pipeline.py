@@ -17,7 +17,7 @@ from .codecs import AudioCodec, VideoCodec, check_codecs, load_codec
 from .config import ApolloConfig
 from .model.dit import ApolloDiT
 from .objective import Conditioning, assemble, velocities
-from .sampling import Solver, StepCallback, cross_modal_guided, guided, sample
+from .sampling import ANCESTRAL_ETA, Solver, StepCallback, cross_modal_guided, guided, sample
 from .tasks import Role, Task
 from .text import TextEncoder, encode_speech, load_text_encoder
 
@@ -173,12 +173,14 @@ _OTHER = {"video": "audio", "audio": "video"}
 def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioning | None, init: dict[str, Tensor], *,
             steps: int, video_cfg: float, audio_cfg: float, shift: float, solver: str | Solver,
             callback: StepCallback | None = None, video_sync_cfg: float = 0.0,
-            audio_sync_cfg: float = 0.0) -> dict[str, Tensor]:
+            audio_sync_cfg: float = 0.0, eta: float = ANCESTRAL_ETA,
+            generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """Integrate the task's generated modalities from noise to data. `init` holds noise for the
     generated modalities (with a given first frame already in place) and clean latents for given
     ones. Cond and uncond run as one batch. `*_sync_cfg` (0 = off) adds cross-modal guidance to a
     generated stream whose task also has the other stream: one more conditioned pass per step
-    with the other stream dropped (`Task.without`), see `sampling.cross_modal_guided`."""
+    with the other stream dropped (`Task.without`), see `sampling.cross_modal_guided`. `eta` and
+    `generator`: the fresh noise of the ancestral solver (`sampling.sample`)."""
     config = model.config
     spec = task.spec
     scales = {"video": video_cfg, "audio": audio_cfg}
@@ -207,7 +209,8 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
                                                              t=tt[:b], cond=cond), own, tt[:b])[m]
         return cross_modal_guided(out, v_cond, v_alone, sync)
 
-    return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback)
+    return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback, eta=eta,
+                  generator=generator)
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,7 @@ class Request:
     audio_sync_cfg: float | None = None
     shift: float = 1.0
     solver: str = "euler"
+    eta: float = ANCESTRAL_ETA  # euler_ancestral only: the share of fresh noise per step
     seed: int = 0
 
 
@@ -294,7 +298,7 @@ def generate(bundle: Bundle, request: Request, callback: StepCallback | None = N
     init = {k: v.to(device) for k, v in init.items()}
     out = denoise(bundle.model, task, cond, uncond, init, steps=steps, video_cfg=request.video_cfg,
                   audio_cfg=request.audio_cfg, shift=request.shift, solver=request.solver, callback=callback,
-                  video_sync_cfg=video_sync, audio_sync_cfg=audio_sync)
+                  video_sync_cfg=video_sync, audio_sync_cfg=audio_sync, eta=request.eta, generator=gen)
     frames, wave = decode(bundle, out, geo)
     if spec.video is Role.GIVEN:
         frames = request.video[None, : geo.frames]

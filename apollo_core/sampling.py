@@ -2,7 +2,8 @@
 
 A sampler integrates `velocity_fn(state, t) -> velocities` from t=0 to t=1 on a shifted grid.
 Given content (a V2A video, a TI2V first frame) is the caller's business: it returns zero
-velocity there, which every solver below leaves unchanged.
+velocity there, which every solver below leaves unchanged (the ancestral solver holds elements
+whose velocity is exactly zero).
 """
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from torch import Tensor
 from .flow import clean_estimate, shift_time
 
 State = dict[str, Tensor]
+# The ancestral solver's default share of fresh noise per step (measured on apollo-tiny: assets README).
+ANCESTRAL_ETA = 0.5
 VelocityFn = Callable[[State, float], State]
 StepCallback = Callable[[int, int, State], None]  # (step index, total steps, current clean estimate)
 
 
 class Solver(enum.Enum):
     EULER = "euler"
+    EULER_ANCESTRAL = "euler_ancestral"
     HEUN = "heun"
     DPMPP_2M = "dpmpp_2m"
 
@@ -56,8 +60,12 @@ def cross_modal_guided(v: State, v_joint: State, v_alone: State, scales: dict[st
 
 
 def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1.0, solver: "str | Solver" = "euler",
-           callback: StepCallback | None = None) -> State:
+           callback: StepCallback | None = None, eta: float = ANCESTRAL_ETA,
+           generator: torch.Generator | None = None) -> State:
+    """eta and generator: the ancestral solver's share of fresh noise per step and its noise source."""
     solver = Solver.parse(solver)
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1] (the share of fresh noise per ancestral step), got {eta}")
     ts = time_grid(steps, shift)
     x = {k: v.clone() for k, v in init.items()}
     prev_data: State | None = None
@@ -67,6 +75,8 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
         v = velocity_fn(x, t0)
         if solver is Solver.EULER:
             x = _axpy(x, v, t1 - t0)
+        elif solver is Solver.EULER_ANCESTRAL:
+            x = _ancestral(x, v, t0, t1, eta, generator)
         elif solver is Solver.HEUN:
             x_pred = _axpy(x, v, t1 - t0)
             if i < steps - 1:
@@ -82,6 +92,29 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
         if callback is not None:
             callback(i + 1, steps, {k: clean_estimate(x[k], v[k], t1) if (t1 < 1 and k in v) else x[k] for k in x})
     return x
+
+
+def _ancestral(x: State, v: State, t0: float, t1: float, eta: float, generator: torch.Generator | None) -> State:
+    """DDIM with fresh noise on the path x_t = t x1 + (1 - t) x0: from the clean estimate x1_hat
+    and the noise x0_hat the velocity implies, x(t1) = t1 x1_hat + sqrt((1-t1)^2 - c^2) x0_hat + c z
+    with c^2 = eta (1-t1)^2 (1 - r^2), r = t0 (1-t1) / (t1 (1-t0)): eta = 1 is DDPM's ancestral
+    step (the posterior variance), eta = 0 the Euler step exactly. Re-noising pulls a sample whose
+    early clean estimates were off back towards the noise levels the model was trained on.
+    Zero-velocity (given) elements are held."""
+    r = 0.0 if t1 <= 0.0 else t0 * (1.0 - t1) / (t1 * (1.0 - t0))
+    c = math.sqrt(max(eta * (1.0 - t1) ** 2 * (1.0 - r * r), 0.0))
+    keep = math.sqrt(max((1.0 - t1) ** 2 - c * c, 0.0))
+    out = {}
+    for k in x:
+        if k not in v:
+            out[k] = x[k]
+            continue
+        x1_hat = clean_estimate(x[k], v[k], t0)  # [B, C, ...]
+        x0_hat = x[k] - t0 * v[k]  # [B, C, ...] the noise the velocity implies
+        z = torch.randn(x[k].shape, generator=generator, dtype=x[k].dtype,
+                        device="cpu" if generator is None else generator.device).to(x[k].device)
+        out[k] = torch.where(v[k] == 0, x[k], t1 * x1_hat + keep * x0_hat + c * z)
+    return out
 
 
 def _axpy(x: State, v: State, dt: float) -> State:

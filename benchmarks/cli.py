@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from apollo_core.sampling import Solver
+from apollo_core.sampling import ANCESTRAL_ETA, Solver
 
 from .quality import CASCADE, TASKS, format_table, run_quality
 from .perf_cli import add_perf_parser
@@ -25,7 +25,7 @@ def quality_command(args: argparse.Namespace) -> int:
     results = run_quality(args.checkpoint, specs, args.tasks, args.n, args.steps, args.seed,
                           reference=not args.no_reference, video_cfg=args.video_cfg, audio_cfg=args.audio_cfg,
                           solver=args.solver, shift=args.shift, video_sync_cfg=args.video_sync_cfg,
-                          audio_sync_cfg=args.audio_sync_cfg, log=log)
+                          audio_sync_cfg=args.audio_sync_cfg, eta=args.eta, log=log)
     if args.specs:
         results["specs"] = str(args.specs)
     results["command"] = " ".join(["apollo-av", "bench", "quality", *args.argv])
@@ -51,6 +51,7 @@ def add_quality_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--video-sync-cfg", type=float, help=SYNC_HELP.format("video", "audio"))
     p.add_argument("--audio-sync-cfg", type=float, help=SYNC_HELP.format("audio", "video"))
     p.add_argument("--solver", default="euler", choices=[s.value for s in Solver])
+    p.add_argument("--eta", type=float, default=ANCESTRAL_ETA, help="euler_ancestral: share of fresh noise per step")
     p.add_argument("--shift", type=float, default=1.0, help="sampling time shift (>1 spends more steps at high noise)")
     p.add_argument("--no-reference", action="store_true", help="skip the row scoring the rendered real clips")
     p.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")

@@ -28,6 +28,30 @@ def test_samplers_recover_gaussian_target_moments(solver, steps, tol, shift):
     assert abs(out.std().item() - s) < tol
 
 
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_ancestral_sampler_recovers_gaussian_target_moments(eta):
+    """Fresh noise each step keeps the marginals right (eta = 1 is DDPM's posterior variance)."""
+    mu, s = 2.0, 0.5
+    x0 = torch.randn(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sampling.sample(exact_velocity(mu, s), {"x": x0}, steps=200, solver="euler_ancestral", eta=eta,
+                          generator=torch.Generator().manual_seed(1))["x"]
+    assert abs(out.mean().item() - mu) < 0.03
+    assert abs(out.std().item() - s) < 0.03
+
+
+def test_ancestral_sampler_at_eta_zero_is_euler_and_repeats_with_its_generator():
+    x0 = torch.randn(1000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    run = lambda eta, seed: sampling.sample(exact_velocity(2.0, 0.5), {"x": x0}, steps=12, solver="euler_ancestral",
+                                            eta=eta, generator=torch.Generator().manual_seed(seed))["x"]
+    euler = sampling.sample(exact_velocity(2.0, 0.5), {"x": x0}, steps=12, solver="euler")["x"]
+    assert torch.allclose(run(0.0, 0), euler, atol=1e-12)
+    assert torch.equal(run(0.5, 3), run(0.5, 3))
+    assert not torch.allclose(run(0.5, 3), run(0.5, 4))
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="eta"):
+            run(bad, 0)
+
+
 def test_higher_order_solvers_beat_euler_at_equal_steps():
     mu, s = 2.0, 0.5
     x0 = torch.randn(50_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

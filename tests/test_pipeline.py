@@ -137,6 +137,20 @@ def test_given_first_frame_is_kept_in_latent_space(bundle):
     assert not torch.allclose(out["video"][:, :, 1:], init["video"][:, :, 1:])
 
 
+def test_ancestral_sampler_repeats_per_seed_and_keeps_given_content(bundle):
+    r = Request(task=Task.T2AV, video_prompt="a blue square slides", steps=3, seed=7, solver="euler_ancestral", eta=1.0)
+    a, b = generate(bundle, r), generate(bundle, r)
+    assert torch.equal(a.frames, b.frames) and torch.equal(a.waveform, b.waveform)
+    euler = generate(bundle, dataclasses.replace(r, solver="euler"))
+    assert not torch.allclose(a.frames, euler.frames)
+    cond, uncond = _encode(bundle, "x", "y", ""), _encode(bundle, "", "", "")
+    init = {"video": torch.randn(1, 4, 8, 8, 8, generator=torch.Generator().manual_seed(1))}
+    out = denoise(bundle.model, Task.TI2V, cond, uncond, init, steps=3, video_cfg=3.0, audio_cfg=1.0, shift=1.0,
+                  solver="euler_ancestral", eta=1.0, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(out["video"][:, :, 0], init["video"][:, :, 0])
+    assert not torch.allclose(out["video"][:, :, 1:], init["video"][:, :, 1:])
+
+
 def _encode(bundle, v, a, s):
     from apollo_core.pipeline import encode_prompts
 
