@@ -41,8 +41,11 @@ def test_ancestral_sampler_recovers_gaussian_target_moments(eta):
 
 def test_ancestral_sampler_at_eta_zero_is_euler_and_repeats_with_its_generator():
     x0 = torch.randn(1000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    run = lambda eta, seed: sampling.sample(exact_velocity(2.0, 0.5), {"x": x0}, steps=12, solver="euler_ancestral",
-                                            eta=eta, generator=torch.Generator().manual_seed(seed))["x"]
+
+    def run(eta, seed):
+        return sampling.sample(exact_velocity(2.0, 0.5), {"x": x0}, steps=12, solver="euler_ancestral", eta=eta,
+                               generator=torch.Generator().manual_seed(seed))["x"]
+
     euler = sampling.sample(exact_velocity(2.0, 0.5), {"x": x0}, steps=12, solver="euler")["x"]
     assert torch.allclose(run(0.0, 0), euler, atol=1e-12)
     assert torch.equal(run(0.5, 3), run(0.5, 3))
