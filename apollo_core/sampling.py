@@ -111,8 +111,8 @@ def _ancestral(x: State, v: State, t0: float, t1: float, eta: float, generator: 
             continue
         x1_hat = clean_estimate(x[k], v[k], t0)  # [B, C, ...]
         x0_hat = x[k] - t0 * v[k]  # [B, C, ...] the noise the velocity implies
-        z = torch.randn(x[k].shape, generator=generator, dtype=x[k].dtype,
-                        device="cpu" if generator is None else generator.device).to(x[k].device)
+        source = x[k].device if generator is None else generator.device
+        z = torch.randn(x[k].shape, generator=generator, dtype=x[k].dtype, device=source).to(x[k].device)
         out[k] = torch.where(v[k] == 0, x[k], t1 * x1_hat + keep * x0_hat + c * z)
     return out
 

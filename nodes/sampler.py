@@ -48,12 +48,11 @@ def _require(task: Task, image: Any, video: Any, audio: Any) -> None:
             raise ValueError(f"{name}: task {task.name} needs {_NEEDS[name]}")
 
 
-def initial_state(model: ApolloModel, codecs: ApolloCodecs, task: Task, geo: Any, batch: int, seed: int,
+def initial_state(model: ApolloModel, codecs: ApolloCodecs, task: Task, geo: Any, batch: int, gen: torch.Generator,
                   image: Any, video: Any, audio: Any) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Noise for generated streams, encoded latents for given ones (drawn in the order
+    """Noise for generated streams, encoded latents for given ones (drawn from `gen` in the order
     apollo_core.pipeline.generate draws them, so a seed means the same clip in both)."""
     config, spec = model.config, task.spec
-    gen = torch.Generator().manual_seed(seed)
     vdev = codecs.video_patcher.load_device
     adev = codecs.audio_patcher.load_device
     init: dict[str, Tensor] = {}
@@ -132,7 +131,8 @@ class ApolloSampler(io.ComfyNode):
         uncond = fit_batch(from_comfy(negative, "negative"), batch, "negative")
         _require(job, image, video, audio)
         mm.load_models_gpu([model.patcher, *codecs.patchers], force_full_load=True)
-        init, given = initial_state(model, codecs, job, geo, batch, seed, image, video, audio)
+        gen = torch.Generator().manual_seed(seed)  # the initial noise, then euler_ancestral's, as in generate
+        init, given = initial_state(model, codecs, job, geo, batch, gen, image, video, audio)
         device = model.patcher.load_device
         bar = comfy.utils.ProgressBar(steps, node_id=cls.hidden.unique_id)
 
@@ -143,8 +143,7 @@ class ApolloSampler(io.ComfyNode):
         out = denoise(model.patcher.model, job, cond.to(device), uncond.to(device),
                       {k: v.to(device) for k, v in init.items()}, steps=steps, video_cfg=video_cfg,
                       audio_cfg=audio_cfg, shift=shift, solver=sampler, callback=on_step,
-                      video_sync_cfg=video_sync_cfg, audio_sync_cfg=audio_sync_cfg,
-                      generator=torch.Generator().manual_seed(seed + 1))  # euler_ancestral's fresh noise
+                      video_sync_cfg=video_sync_cfg, audio_sync_cfg=audio_sync_cfg, generator=gen)
         result = {k: v.float().cpu() for k, v in out.items()}
         meta = dict(meta, task=job.name, content=[m for m in ("video", "audio") if m in result], given=given)
         return io.NodeOutput(make_latent(result.get("video", video0), result.get("audio", audio0), meta))
