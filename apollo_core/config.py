@@ -95,6 +95,10 @@ class ApolloConfig:
     # per position, so 1.0 lets a query tell apart tokens a whole latent frame apart but barely the
     # audio tokens inside one; a larger scale makes finer time steps distinguishable.
     rope_time_scale: float = 1.0
+    # Spatial RoPE positions per latent patch (video h and w). At 1.0, with the default theta and
+    # a few pairs per axis, only the fastest pairs turn noticeably between neighbouring patches, so
+    # a query barely singles out its own place in another frame; a larger scale sharpens that.
+    rope_space_scale: float = 1.0
     architecture: str = "single_tower"
     prediction: str = "velocity"
     qk_norm: bool = True
@@ -118,6 +122,7 @@ class ApolloConfig:
             )
         check.choice("rope_audio", self.rope_audio, ROPE_AUDIO_MODES)
         check.positive("rope_time_scale", self.rope_time_scale)
+        check.positive("rope_space_scale", self.rope_space_scale)
         check.choice("architecture", self.architecture, ARCHITECTURES)
         check.choice("prediction", self.prediction, PREDICTIONS)
         if self.mlp_ratio <= 0:

@@ -34,6 +34,7 @@ def test_unknown_option_names_the_field():
         ({"rope_axes": (4, 4, 4)}, "rope_axes"),
         ({"rope_audio": "sideways"}, "rope_audio"),
         ({"rope_time_scale": 0.0}, "rope_time_scale"),
+        ({"rope_space_scale": -1.0}, "rope_space_scale"),
         ({"architecture": "three_tower"}, "architecture"),
         ({"prediction": "eps"}, "prediction"),
         ({"video.fps": 0}, "VideoConfig.fps"),

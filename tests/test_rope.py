@@ -81,6 +81,26 @@ def test_time_scale_stretches_the_shared_clock_only():
     assert type(cfg).from_dict(legacy).rope_time_scale == 1.0
 
 
+def test_space_scale_sharpens_the_spatial_axes_only():
+    """rope_space_scale multiplies video h/w positions, so the same patch step turns every spatial
+    pair further; time and audio are untouched, and configs without the field load with 1.0."""
+    cfg = get_preset("apollo-tiny").replace(rope_space_scale=1.0)
+    sharp = cfg.replace(rope_space_scale=3.0)
+    v, vs = rope.video_positions(cfg, 4, 4, 4), rope.video_positions(sharp, 4, 4, 4)
+    assert torch.allclose(vs[:, 1:], 3.0 * v[:, 1:]) and torch.equal(vs[:, 0], v[:, 0])
+    assert torch.equal(rope.audio_positions(cfg, 32, video_latent_frames=4),
+                       rope.audio_positions(sharp, 32, video_latent_frames=4))
+    # neighbouring patches along w: each spatial pair turns three times as far
+    t_pairs, h_pairs = cfg.rope_axes[0], cfg.rope_axes[1]
+    w_band = slice(t_pairs + h_pairs, None)
+    step = rope.rope_angles(cfg, v[1:2] - v[0:1])[0, w_band]
+    step_s = rope.rope_angles(sharp, vs[1:2] - vs[0:1])[0, w_band]
+    assert torch.allclose(step_s, 3.0 * step) and bool((step > 0).all())
+    legacy = cfg.to_dict()
+    del legacy["rope_space_scale"]
+    assert type(cfg).from_dict(legacy).rope_space_scale == 1.0
+
+
 def test_offset_variant_starts_after_last_video_id():
     for scale in (1.0, 8.0):
         cfg = get_preset("apollo-tiny").replace(rope_audio="offset", rope_time_scale=scale)

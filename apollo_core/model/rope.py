@@ -10,6 +10,9 @@ fractional (e.g. 43.07 Hz audio tokens against 3 Hz video latents). The fastest 
 one radian per unit, so at scale 1 neighbouring audio tokens of a short clip differ by a fraction
 of a radian on every pair and attention can hardly tell them apart; a scale of audio tokens per
 latent frame gives one unit per audio token (apollo-tiny: 8, measured in its assets README).
+Spatial positions count latent patches times `rope_space_scale`: with few pairs per spatial axis
+only the fastest turn much between neighbouring patches, and a larger scale lets a video query
+find its own place in another frame more sharply.
 
 Times are the centres of what a token covers: a video latent frame covers its pixel frames (a
 causal codec's first latent frame covers pixel frame 0 alone), an audio token covers
@@ -61,8 +64,9 @@ def video_positions(
     pt = config.video.patch_t
     frame_t = video_frame_times(config, t * pt).view(t, pt).mean(dim=1) * positions_per_second(config)
     tt = frame_t.view(t, 1, 1).expand(t, h, w)
-    hh = torch.arange(h, dtype=torch.float64).view(1, h, 1).expand(t, h, w)
-    ww = torch.arange(w, dtype=torch.float64).view(1, 1, w).expand(t, h, w)
+    space = config.rope_space_scale
+    hh = (torch.arange(h, dtype=torch.float64) * space).view(1, h, 1).expand(t, h, w)
+    ww = (torch.arange(w, dtype=torch.float64) * space).view(1, 1, w).expand(t, h, w)
     pos = torch.stack([tt, hh, ww], dim=-1).reshape(t * h * w, 3)  # [N, 3]
     return pos.to(device=device, dtype=torch.float32)
 
