@@ -98,6 +98,7 @@ class ApolloConfig:
     # Spatial RoPE positions per latent patch (video h and w). At 1.0, with the default theta and
     # a few pairs per axis, only the fastest pairs turn noticeably between neighbouring patches, so
     # a query barely singles out its own place in another frame; a larger scale sharpens that.
+    # apollo-tiny trained with 3.0 gained FD video but lost motion and sync (assets README).
     rope_space_scale: float = 1.0
     architecture: str = "single_tower"
     prediction: str = "velocity"
