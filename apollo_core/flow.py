@@ -72,6 +72,11 @@ def clean_estimate(x_t: Tensor, v: Tensor, t: Tensor | float) -> Tensor:
     return x_t + (1.0 - expand_time(t, x_t)) * v
 
 
+def noise_estimate(x_t: Tensor, v: Tensor, t: Tensor | float) -> Tensor:
+    """x0_hat = x_t - t v: the noise the current velocity starts from."""
+    return x_t - expand_time(t, x_t) * v
+
+
 def masked_mse(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
     """Per-sample mean squared error `[B]` over the elements where weight is 1 (weight broadcasts
     against pred; e.g. `[B, 1, T, 1, 1]` leaves a given first frame out of the loss)."""

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .flow import clean_estimate, shift_time
+from .flow import clean_estimate, noise_estimate, shift_time
 
 State = dict[str, Tensor]
 # The ancestral solver's default share of fresh noise per step (measured on apollo-tiny: assets README).
@@ -101,16 +101,17 @@ def _ancestral(x: State, v: State, t0: float, t1: float, eta: float, generator: 
     step (the posterior variance), eta = 0 the Euler step exactly. Re-noising pulls a sample whose
     early clean estimates were off back towards the noise levels the model was trained on.
     Zero-velocity (given) elements are held."""
-    r = 0.0 if t1 <= 0.0 else t0 * (1.0 - t1) / (t1 * (1.0 - t0))
-    c = math.sqrt(max(eta * (1.0 - t1) ** 2 * (1.0 - r * r), 0.0))
-    keep = math.sqrt(max((1.0 - t1) ** 2 - c * c, 0.0))
+    r = t0 * (1.0 - t1) / (t1 * (1.0 - t0))  # in [0, 1): 0 < t1, t0 < t1 <= 1
+    fresh = eta * (1.0 - r * r)  # share of the remaining noise variance drawn anew, in [0, 1]
+    c = (1.0 - t1) * math.sqrt(fresh)
+    keep = (1.0 - t1) * math.sqrt(1.0 - fresh)
     out = {}
     for k in x:
         if k not in v:
             out[k] = x[k]
             continue
         x1_hat = clean_estimate(x[k], v[k], t0)  # [B, C, ...]
-        x0_hat = x[k] - t0 * v[k]  # [B, C, ...] the noise the velocity implies
+        x0_hat = noise_estimate(x[k], v[k], t0)  # [B, C, ...]
         source = x[k].device if generator is None else generator.device
         z = torch.randn(x[k].shape, generator=generator, dtype=x[k].dtype, device=source).to(x[k].device)
         out[k] = torch.where(v[k] == 0, x[k], t1 * x1_hat + keep * x0_hat + c * z)
