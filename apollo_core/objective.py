@@ -112,11 +112,29 @@ def velocities(model: nn.Module, task: Task, inputs: ApolloInputs, state: dict[s
     return out
 
 
+ONSET_SHARE = 0.1  # the share of a batch's audio latent frames that `onset_weight` boosts
+
+
+def onset_weight(audio: Tensor, boost: float, share: float = ONSET_SHARE) -> Tensor:
+    """Per-frame loss weights `[B, 1, F]` for clean audio latents `[B, C, F]`: 1 + boost on the
+    `share` of the batch's frames whose latent changes most from the previous frame (onsets).
+
+    Why: a sound's timing lives in a few onset frames, and the mean over all frames lets a model
+    that ignores when the video's events happen lose almost nothing; the boost makes misplaced
+    onsets cost more. The proxy reads the latents alone, so it needs no event labels."""
+    step = (audio[:, :, 1:] - audio[:, :, :-1]).float().norm(dim=1)  # [B, F-1]
+    step = torch.cat([step[:, :1], step], dim=1)  # [B, F]: frame 0 takes frame 1's change
+    threshold = torch.quantile(step.flatten(), 1.0 - share)
+    return (1.0 + boost * (step >= threshold).float()).unsqueeze(1)  # [B, 1, F]
+
+
 def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: Tensor | None, cond: Conditioning,
                   generator: torch.Generator | None = None, t: Tensor | None = None, logit_mean: float = 0.0,
-                  logit_std: float = 1.0, shift: float = 1.0) -> dict[str, Tensor]:
+                  logit_std: float = 1.0, shift: float = 1.0, onset_boost: float = 0.0) -> dict[str, Tensor]:
     """Flow-matching loss of one task on clean latents x1 (Eq. 7-9): a scalar per generated
-    modality plus `total`. Given modalities are fed clean; absent ones are not in the sequence."""
+    modality plus `total`. Given modalities are fed clean; absent ones are not in the sequence.
+    `onset_boost` > 0 weights the generated audio's onset frames up (`onset_weight`); the audio
+    loss stays a weighted mean, so its scale is comparable."""
     config: ApolloConfig = model.config
     spec = task.spec
     ref = video if video is not None else audio
@@ -148,7 +166,10 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
     pred = velocities(model, task, inputs, {k: v for k, v in noisy.items() if v is not None}, t)
     losses: dict[str, Tensor] = {}
     for name, target in targets.items():
-        w = frame_weight(task, clean[name]) if name == "video" else None
+        if name == "video":
+            w = frame_weight(task, clean[name])
+        else:
+            w = onset_weight(clean[name], onset_boost) if onset_boost > 0 else None
         losses[name] = masked_mse(pred[name], target, w).mean()
     losses["total"] = sum(losses.values())
     return losses

@@ -85,6 +85,8 @@ class StageConfig:
     # This stage's flow-time distribution: keys given here replace the run's `flow` keys for the
     # stage's training steps. Validation keeps the run's, so its losses stay comparable.
     flow: FlowConfig | None = None
+    # Extra audio loss weight on onset frames (apollo_core.objective.onset_weight); 0 = plain mean.
+    onset_boost: float = 0.0
 
     def task_weights(self) -> dict[Task, float]:
         return {Task.parse(k): float(v) for k, v in self.tasks.items()}
@@ -391,6 +393,7 @@ def _check_stage(cfg: RunConfig, i: int, stage: StageConfig) -> None:
     _positive(f"{p}.batch_size", stage.batch_size)
     _positive(f"{p}.grad_accum", stage.grad_accum)
     _range(f"{p}.caption_dropout", stage.caption_dropout, 0.0, 1.0, high_open=True)
+    _non_negative(f"{p}.onset_boost", stage.onset_boost)
     _positive(f"{p}.lr.peak", stage.lr.peak)
     _non_negative(f"{p}.lr.warmup", stage.lr.warmup)
     _choice(f"{p}.lr.schedule", stage.lr.schedule, SCHEDULES)

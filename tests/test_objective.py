@@ -1,0 +1,51 @@
+"""The training objective's optional audio onset weighting."""
+import torch
+
+from apollo_core.config import get_preset
+from apollo_core.flow import masked_mse
+from apollo_core.model.dit import ApolloDiT
+from apollo_core.objective import Conditioning, onset_weight, training_loss
+from apollo_core.tasks import Task
+
+CFG = get_preset("debug")
+
+
+def test_onset_weight_boosts_the_frames_where_the_latent_jumps() -> None:
+    audio = torch.zeros(2, 4, 20)
+    audio[0, :, 7:] = 1.0  # clip 0: a step at frame 7
+    audio[1, :, 15:] = -2.0  # clip 1: a larger step at frame 15
+    w = onset_weight(audio, boost=3.0, share=0.05)  # 2 of the batch's 40 frames
+    assert w.shape == (2, 1, 20)
+    boosted = (w[:, 0] > 1).nonzero().tolist()
+    assert boosted == [[0, 7], [1, 15]]
+    assert torch.all(w[w > 1] == 4.0) and torch.all(w[w <= 1] == 1.0)
+    # a weighted mean: an error only on the onset frame counts 4x what the plain mean gives it
+    err = torch.zeros(2, 4, 20)
+    err[0, :, 7] = 1.0
+    plain = masked_mse(err, torch.zeros_like(err))
+    weighted = masked_mse(err, torch.zeros_like(err), w)
+    assert torch.allclose(plain[0], torch.tensor(1 / 20)) and torch.allclose(weighted[0], torch.tensor(4 / 23))
+
+
+def test_onset_boost_changes_only_the_audio_term() -> None:
+    torch.manual_seed(0)
+    model = ApolloDiT(CFG, attention="math").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.08)
+    g = torch.Generator().manual_seed(1)
+    d = CFG.text.caption_dim
+    cond = Conditioning(torch.randn(2, 5, d, generator=g), torch.ones(2, 5, dtype=torch.bool),
+                        torch.randn(2, 4, d, generator=g), torch.ones(2, 4, dtype=torch.bool),
+                        torch.randint(0, 256, (2, 6), generator=g), torch.ones(2, 6, dtype=torch.bool))
+    video = torch.randn(2, CFG.video.latent_channels, 3, 4, 4, generator=g)
+    audio = torch.randn(2, CFG.audio.latent_channels, 8 * CFG.audio.patch, generator=g)
+
+    def loss(**boost: float) -> dict:
+        with torch.no_grad():
+            return training_loss(model, Task.T2AV, video=video, audio=audio, cond=cond,
+                                 generator=torch.Generator().manual_seed(5), **boost)
+    base, zero, boosted = loss(), loss(onset_boost=0.0), loss(onset_boost=3.0)
+    assert torch.equal(base["audio"], zero["audio"])  # no boost is the plain mean
+    assert torch.equal(base["video"], boosted["video"])
+    assert not torch.allclose(base["audio"], boosted["audio"])
