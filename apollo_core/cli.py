@@ -136,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--audio-sync-cfg", type=float, help="cross-modal guidance: how hard the audio follows the video "
                      "in t2av/ti2av/v2a (0 = off; default: the checkpoint's recommended value, 2.5 for apollo-tiny)")
     gen.add_argument("--shift", type=float, default=1.0)
-    gen.add_argument("--sampler", default="euler", help="euler, euler_ancestral, heun or dpmpp_2m")
-    gen.add_argument("--eta", type=float, default=ANCESTRAL_ETA,
-                     help=f"euler_ancestral: share of fresh noise per step, 0-1 (default {ANCESTRAL_ETA})")
+    gen.add_argument("--sampler", help="euler, euler_ancestral, heun or dpmpp_2m (default: the checkpoint's "
+                     "recommended sampler, euler_ancestral for apollo-tiny, else euler)")
+    gen.add_argument("--eta", type=float, help="euler_ancestral: share of fresh noise per step, 0-1 (default: the "
+                     f"checkpoint's recommended value, else {ANCESTRAL_ETA})")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--checkpoint", help="folder with model + codecs, or a model file (default: embedded apollo-tiny)")
     gen.add_argument("--attention", default="auto", help="auto, sdpa, math, flash_attn or sage")

@@ -24,6 +24,7 @@ from .text import TextEncoder, encode_speech, load_text_encoder
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = "apollo-tiny"
 DEFAULT_STEPS = 25  # when neither the request nor the checkpoint's defaults name a step count
+DEFAULT_SOLVER = "euler"  # likewise for the sampler
 MODEL_FILE, VIDEO_CODEC_FILE, AUDIO_CODEC_FILE = "model.safetensors", "video_codec.safetensors", "audio_codec.safetensors"
 
 
@@ -234,8 +235,10 @@ class Request:
     video_sync_cfg: float | None = None
     audio_sync_cfg: float | None = None
     shift: float = 1.0
-    solver: str = "euler"
-    eta: float = ANCESTRAL_ETA  # euler_ancestral only: the share of fresh noise per step
+    # None: the checkpoint's recommended sampler and eta (defaults["solver"], defaults["eta"]), else
+    # DEFAULT_SOLVER and ANCESTRAL_ETA; eta (euler_ancestral only) is the share of fresh noise per step
+    solver: str | None = None
+    eta: float | None = None
     seed: int = 0
 
 
@@ -246,6 +249,14 @@ def sampling_steps(bundle: Bundle, steps: int | None) -> int:
     if resolved < 1:
         raise ValueError(f"steps must be >= 1, got {resolved}")
     return resolved
+
+
+def sampler_settings(bundle: Bundle, solver: str | None, eta: float | None) -> tuple[str, float]:
+    """(solver, eta): the values given, else the checkpoint's recommended ones (its quality was
+    measured with them), else DEFAULT_SOLVER and ANCESTRAL_ETA. eta is checked where it is used
+    (`sampling.sample`)."""
+    name = Solver.parse(solver if solver is not None else bundle.defaults.get("solver", DEFAULT_SOLVER)).value
+    return name, float(eta if eta is not None else bundle.defaults.get("eta", ANCESTRAL_ETA))
 
 
 def sync_scales(bundle: Bundle, video: float | None, audio: float | None) -> tuple[float, float]:
@@ -263,6 +274,7 @@ def sync_scales(bundle: Bundle, video: float | None, audio: float | None) -> tup
 def generate(bundle: Bundle, request: Request, callback: StepCallback | None = None) -> AVClip:
     config, task, spec = bundle.config, request.task, request.task.spec
     steps = sampling_steps(bundle, request.steps)
+    solver, eta = sampler_settings(bundle, request.solver, request.eta)
     video_sync, audio_sync = sync_scales(bundle, request.video_sync_cfg, request.audio_sync_cfg)
     seconds = request.seconds or bundle.defaults.get("seconds", 2.0)
     width = request.width or bundle.defaults.get("width", 64)
@@ -297,8 +309,8 @@ def generate(bundle: Bundle, request: Request, callback: StepCallback | None = N
             init["audio"] = encode_waveform(bundle.audio_codec, wave[None])
     init = {k: v.to(device) for k, v in init.items()}
     out = denoise(bundle.model, task, cond, uncond, init, steps=steps, video_cfg=request.video_cfg,
-                  audio_cfg=request.audio_cfg, shift=request.shift, solver=request.solver, callback=callback,
-                  video_sync_cfg=video_sync, audio_sync_cfg=audio_sync, eta=request.eta, generator=gen)
+                  audio_cfg=request.audio_cfg, shift=request.shift, solver=solver, callback=callback,
+                  video_sync_cfg=video_sync, audio_sync_cfg=audio_sync, eta=eta, generator=gen)
     frames, wave = decode(bundle, out, geo)
     if spec.video is Role.GIVEN:
         frames = request.video[None, : geo.frames]

@@ -50,8 +50,10 @@ def add_quality_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--audio-cfg", type=float, default=3.0)
     p.add_argument("--video-sync-cfg", type=float, help=SYNC_HELP.format("video", "audio"))
     p.add_argument("--audio-sync-cfg", type=float, help=SYNC_HELP.format("audio", "video"))
-    p.add_argument("--solver", default="euler", choices=[s.value for s in Solver])
-    p.add_argument("--eta", type=float, default=ANCESTRAL_ETA, help="euler_ancestral: share of fresh noise per step")
+    p.add_argument("--solver", choices=[s.value for s in Solver],
+                   help="default: the checkpoint's recommended sampler, else euler")
+    p.add_argument("--eta", type=float, help="euler_ancestral: share of fresh noise per step (default: the "
+                   f"checkpoint's recommended value, else {ANCESTRAL_ETA})")
     p.add_argument("--shift", type=float, default=1.0, help="sampling time shift (>1 spends more steps at high noise)")
     p.add_argument("--no-reference", action="store_true", help="skip the row scoring the rendered real clips")
     p.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")

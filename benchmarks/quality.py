@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from apollo_core.pipeline import (Bundle, Request, decode_audio, decode_video, encode_frames, encode_waveform, generate,
-                                  geometry, load_bundle, sampling_steps, sync_scales)
-from apollo_core.sampling import ANCESTRAL_ETA, Solver
+                                  geometry, load_bundle, sampler_settings, sampling_steps, sync_scales)
+from apollo_core.sampling import Solver
 from apollo_core.tasks import Task
 from training.data.world import HELDOUT_PATH, Sample, SceneSpec, SpecError, load_specs, render
 
@@ -60,8 +60,8 @@ def render_for_model(spec: SceneSpec, bundle: Bundle) -> Sample:
 
 
 def make_request(task: Task, real: Sample, *, steps: int, seed: int, video_cfg: float, audio_cfg: float,
-                 solver: str = "euler", shift: float = 1.0, video_sync_cfg: float | None = None,
-                 audio_sync_cfg: float | None = None, eta: float = ANCESTRAL_ETA) -> Request:
+                 solver: str | None = None, shift: float = 1.0, video_sync_cfg: float | None = None,
+                 audio_sync_cfg: float | None = None, eta: float | None = None) -> Request:
     """The request a task gets for one spec: captions as prompts, real inputs where it conditions."""
     frames = torch.from_numpy(real.frames).float() / 255.0  # [T, H, W, 3]
     return Request(
@@ -164,11 +164,11 @@ def _clean(x: object) -> object:
 
 def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: list[str], n: int, steps: int | None,
                 seed: int, *, reference: bool = True, video_cfg: float = 3.0, audio_cfg: float = 3.0,
-                solver: str = "euler", shift: float = 1.0, video_sync_cfg: float | None = None,
-                audio_sync_cfg: float | None = None, eta: float = ANCESTRAL_ETA,
+                solver: str | None = None, shift: float = 1.0, video_sync_cfg: float | None = None,
+                audio_sync_cfg: float | None = None, eta: float | None = None,
                 log: Callable[[str], None] | None = None) -> dict:
     """Generate `n` clips per task (the first n specs; the held-out file when `specs` is None) and
-    score them (steps None: the checkpoint's recommended steps). Returns a JSON-serialisable
+    score them (steps, solver, eta, sync scales None: the checkpoint's recommended values). Returns a JSON-serialisable
     dict: run settings and `tasks[name] -> figures`, with a `reference` row for the rendered real
     clips when `reference` is true."""
     names = [t if t == CASCADE else Task.parse(t).value for t in tasks]
@@ -185,6 +185,7 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
     bundle = load_bundle(checkpoint)
     steps = sampling_steps(bundle, steps)
     video_sync_cfg, audio_sync_cfg = sync_scales(bundle, video_sync_cfg, audio_sync_cfg)
+    solver, eta = sampler_settings(bundle, solver, eta)
     reals = [render_for_model(s, bundle) for s in specs]
     real_feats = [{"video": video_features(r.frames), "audio": audio_features(r.audio, r.sample_rate)} for r in reals]
     results: dict[str, dict] = {}

@@ -23,8 +23,11 @@ from .text import fit_batch, from_comfy
 from .types import TASKS, CATEGORY, ApolloCodecs, ApolloCodecsType, ApolloModel, ApolloModelType
 
 SOLVERS = [s.value for s in Solver]
-# The embedded apollo-tiny's recommended value (its bundle's defaults["audio_sync_cfg"]; a test
-# keeps the two equal). The sync widgets are optional so API prompts saved before them still run.
+# The embedded apollo-tiny's recommended values (its bundle's defaults "steps", "solver" and
+# "audio_sync_cfg"; a test keeps them equal): a widget default exists before any model is chosen.
+# The sync widgets are optional so API prompts saved before them still run.
+STEPS_DEFAULT = 12
+SAMPLER_DEFAULT = "euler_ancestral"
 AUDIO_SYNC_DEFAULT = 2.5
 _NEEDS = {
     "image": "a reference image: connect Load Image (or any IMAGE) to the image input",
@@ -90,14 +93,16 @@ class ApolloSampler(io.ComfyNode):
                     io.Conditioning.Input("positive"), io.Conditioning.Input("negative"), io.Latent.Input("latent"),
                     io.Combo.Input("task", options=list(TASKS), default="T2AV"),
                     io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                    io.Int.Input("steps", default=20, min=1, max=10000),
+                    io.Int.Input("steps", default=STEPS_DEFAULT, min=1, max=10000),
                     io.Float.Input("video_cfg", default=3.0, min=0.0, max=30.0, step=0.1, round=0.01,
                                    tooltip="Guidance of the video stream (1 = off)."),
                     io.Float.Input("audio_cfg", default=3.0, min=0.0, max=30.0, step=0.1, round=0.01,
                                    tooltip="Guidance of the audio stream (1 = off)."),
                     io.Float.Input("shift", default=1.0, min=0.01, max=100.0, step=0.05, round=0.01,
                                    tooltip="Timestep shift: > 1 spends more steps near noise."),
-                    io.Combo.Input("sampler", options=SOLVERS, default="euler"),
+                    io.Combo.Input("sampler", options=SOLVERS, default=SAMPLER_DEFAULT,
+                                   tooltip="euler_ancestral adds fresh noise each step (eta 0.5); euler is "
+                                           "deterministic."),
                     io.Float.Input("video_sync_cfg", default=0.0, min=-10.0, max=30.0, step=0.1, round=0.01,
                                    optional=True,
                                    tooltip="Cross-modal guidance: how hard the video follows the audio in T2AV, "

@@ -256,7 +256,7 @@ def test_cli_parser_and_missing_checkpoint(tmp_path, monkeypatch) -> None:
     sub = argparse.ArgumentParser().add_subparsers()
     args = add_quality_parser(sub).parse_args(["--checkpoint", "x", "--tasks", "t2av", "v2a", "--n", "2", "--json", "o.json"])
     assert (args.tasks, args.n, args.steps, args.json) == (["t2av", "v2a"], 2, None, "o.json")
-    assert (args.solver, args.shift) == ("euler", 1.0)
+    assert (args.solver, args.eta, args.shift) == (None, None, 1.0)  # None: the checkpoint's recommendation
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert bench_main(["quality", "--checkpoint", str(tmp_path / "missing"), "--n", "1", "--quiet"]) == 2
 
@@ -268,6 +268,7 @@ def test_run_quality_end_to_end_on_a_tiny_model(tiny_checkpoint, tmp_path, monke
     assert set(results["tasks"]) == {REFERENCE, CODEC, *TASKS, CASCADE}
     assert results["tasks"][CODEC]["clips"] == 1 and results["tasks"][CODEC]["fd_video"] >= 0
     assert results["geometry"] == {"size": 32, "fps": 8.0, "sample_rate": 8000}
+    assert results["solver"] == "euler" and "eta" not in results  # the record names the sampler that ran
     ref = results["tasks"][REFERENCE]
     assert ref["acc_shape"] == 1.0 and ref["acc_pitch"] == 1.0 and ref["sync_in_frame"] == 1.0
     for name in (*TASKS, CASCADE):

@@ -16,6 +16,7 @@ from apollo_core.checkpoint import read_config
 from apollo_core.cli import main
 from apollo_core.codecs import read_codec_metadata
 from apollo_core.pipeline import Request, default_checkpoint, generate, load_bundle
+from apollo_core.sampling import ANCESTRAL_ETA
 from apollo_core.tasks import Task
 from benchmarks.detect import detect_video
 from benchmarks.metrics import video_semantics
@@ -67,17 +68,19 @@ def test_the_embedded_model_samples_with_its_recommended_steps(bundle) -> None:
         generate(bundle, Request(task=Task.T2A, audio_prompt="a knock", steps=0))
 
 
-def test_the_embedded_models_sync_guidance_is_everyones_default(bundle) -> None:
-    """The bundle records the audio's cross-modal guidance its quality was measured with; the CLI
-    and `generate` take it from there; the sampler node and the shipped workflows carry the same
-    number (they cannot read a bundle before one is chosen; the node's is checked in
-    tests/test_nodes_unit.py)."""
+def test_the_embedded_models_sampling_is_everyones_default(bundle) -> None:
+    """The bundle records the steps, sampler and audio cross-modal guidance its quality was
+    measured with; the CLI and `generate` take them from there; the sampler node and the shipped
+    workflows carry the same values (they cannot read a bundle before one is chosen; the node's
+    are checked in tests/test_nodes_unit.py)."""
     recommended = bundle.defaults["audio_sync_cfg"]
     assert recommended > 0 and "video_sync_cfg" not in bundle.defaults
+    assert bundle.defaults["solver"] == "euler_ancestral" and bundle.defaults["eta"] == ANCESTRAL_ETA
     for path in sorted((ROOT / "workflows" / "api").glob("*.json")):
         prompt = json.loads(path.read_text(encoding="utf-8"))
-        sampler = next(n for n in prompt.values() if n["class_type"] == "ApolloSampler")
-        assert sampler["inputs"]["audio_sync_cfg"] == recommended and sampler["inputs"]["video_sync_cfg"] == 0, path.name
+        inputs = next(n for n in prompt.values() if n["class_type"] == "ApolloSampler")["inputs"]
+        assert inputs["audio_sync_cfg"] == recommended and inputs["video_sync_cfg"] == 0, path.name
+        assert (inputs["steps"], inputs["sampler"]) == (bundle.defaults["steps"], bundle.defaults["solver"]), path.name
 
 
 def test_generate_defaults_to_the_embedded_model(tmp_path) -> None:
@@ -93,10 +96,11 @@ def test_generate_defaults_to_the_embedded_model(tmp_path) -> None:
 
 def test_the_embedded_model_learned_the_world(bundle) -> None:
     """T2AV on the first 16 held-out specs scores what the 64-spec record says within seed noise
-    (colour 0.92, pitch 0.87, events within one frame 0.68 there; 0.89 / 0.86 / 0.70 on these 16,
-    0.53 within one frame without the recorded sync guidance): a guard against a shipped model or
-    pipeline that regressed. One held-out bounce gets its colour; TI2V keeps the given first frame
-    (PSNR against the input)."""
+    (colour 0.92, pitch 0.87, events within one frame 0.67 there; 0.89 / 0.92 / 0.83 on these 16
+    with the recorded sampler; 0.53 within one frame with Euler and no sync guidance): a guard
+    against a shipped model or pipeline that regressed. One held-out bounce gets its colour in at
+    least 3 of 4 seeds (7 of 8 measured with euler_ancestral, 8 of 8 with Euler); TI2V keeps the
+    given first frame (PSNR against the input)."""
     t2av = run_quality(None, None, ["t2av"], 16, None, 0, reference=False)["tasks"]["t2av"]
     assert t2av["acc_colour"] >= 0.75 and t2av["acc_pitch"] >= 0.75
     assert t2av["sync_events"] >= 35 and t2av["sync_within_1_frame"] >= 0.6
@@ -104,8 +108,11 @@ def test_the_embedded_model_learned_the_world(bundle) -> None:
                 and s.objects[0].motion == "bounce")
     real = render_for_model(spec, bundle)
     steps = bundle.defaults["steps"]
-    clip = generate(bundle, make_request(Task.T2AV, real, steps=steps, seed=0, video_cfg=3.0, audio_cfg=3.0))
-    assert video_semantics(spec, detect_video(clip.frames.numpy(), real.fps))["colour"] == [1, 1]
+    right = 0
+    for seed in range(4):
+        clip = generate(bundle, make_request(Task.T2AV, real, steps=steps, seed=seed, video_cfg=3.0, audio_cfg=3.0))
+        right += video_semantics(spec, detect_video(clip.frames.numpy(), real.fps))["colour"] == [1, 1]
+    assert right >= 3, f"the bounce got its colour in {right} of 4 seeds"
     ti2v = generate(bundle, make_request(Task.TI2V, real, steps=steps, seed=0, video_cfg=3.0, audio_cfg=3.0))
     first = ti2v.frames[0].numpy()
     mse = float(np.mean((first - real.frames[0] / 255.0) ** 2))

@@ -191,10 +191,14 @@ def test_node_chain_equals_pipeline_generate(kit, task: str) -> None:
         torch.testing.assert_close(audio["waveform"][0], clip.waveform, atol=1e-5, rtol=0)
 
 
-def test_sampler_defaults_to_the_embedded_models_sync_guidance(kit) -> None:
+def test_sampler_defaults_to_the_embedded_models_sampling(kit) -> None:
     core = kit.pack.apollo_core
     _, extra = core.checkpoint.read_config(core.pipeline.default_checkpoint() / "model.safetensors")
-    assert kit.pack.nodes.sampler.AUDIO_SYNC_DEFAULT == extra["defaults"]["audio_sync_cfg"]
+    node = kit.pack.nodes.sampler
+    assert node.AUDIO_SYNC_DEFAULT == extra["defaults"]["audio_sync_cfg"]
+    assert node.STEPS_DEFAULT == extra["defaults"]["steps"] and node.SAMPLER_DEFAULT == extra["defaults"]["solver"]
+    # the node has no eta widget: it samples with the pipeline's, which the bundle must not contradict
+    assert extra["defaults"].get("eta", core.sampling.ANCESTRAL_ETA) == core.sampling.ANCESTRAL_ETA
 
 
 def test_sampler_converts_and_checks_its_media_inputs(kit, comfy_in_process) -> None:

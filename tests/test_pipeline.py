@@ -119,6 +119,23 @@ def test_sync_guidance_defaults_come_from_the_checkpoint(bundle):
         generate(bundle, dataclasses.replace(r, audio_sync_cfg=float("nan")))
 
 
+def test_sampler_defaults_come_from_the_checkpoint(bundle):
+    r = Request(task=Task.T2AV, video_prompt="a blue square", audio_prompt="beeps", steps=2, seed=3)
+    euler = generate(bundle, r)  # no recommendation in the bundle: Euler
+    assert torch.equal(euler.frames, generate(bundle, dataclasses.replace(r, solver="euler")).frames)
+    recommended = dataclasses.replace(bundle, defaults={**bundle.defaults, "solver": "euler_ancestral", "eta": 0.25})
+    a = generate(recommended, r)
+    b = generate(bundle, dataclasses.replace(r, solver="euler_ancestral", eta=0.25))
+    assert torch.equal(a.frames, b.frames) and torch.equal(a.waveform, b.waveform)
+    assert not torch.equal(a.frames, euler.frames)
+    # a request's own choice wins over the recommendation, each field on its own
+    assert torch.equal(generate(recommended, dataclasses.replace(r, solver="euler")).frames, euler.frames)
+    other_eta = generate(recommended, dataclasses.replace(r, eta=0.75))
+    assert torch.equal(other_eta.frames, generate(bundle, dataclasses.replace(r, solver="euler_ancestral", eta=0.75)).frames)
+    with pytest.raises(ValueError, match="unknown sampler 'rk4'"):
+        generate(bundle, dataclasses.replace(r, solver="rk4"))
+
+
 def test_task_without_a_stream():
     assert [Task.T2AV.without("video"), Task.T2AV.without("audio")] == [Task.T2A, Task.T2V]
     assert [Task.TI2AV.without("audio"), Task.V2A.without("video"), Task.A2V.without("audio")] == [Task.TI2V, Task.T2A, Task.T2V]

@@ -111,9 +111,15 @@ def test_loss_goes_down_checkpoints_and_export(tmp_path: Path, cache: Path, monk
     for (name, a), b in zip(model.state_dict().items(), ema.state_dict().values()):
         assert torch.equal(a, b), name
     # any checkpoint exports later too, here in bf16
-    again = export_checkpoint(tmp_path, tmp_path / "bf16", weight_dtype="bf16", steps=7, sync_cfg={"audio": 2.0})
+    again = export_checkpoint(tmp_path, tmp_path / "bf16", weight_dtype="bf16", steps=7, sync_cfg={"audio": 2.0},
+                              solver="Euler_Ancestral", eta=0.25)
     assert load_bundle(again, attention="math").defaults == {"width": 32, "height": 32, "seconds": 1.0, "steps": 7,
-                                                             "audio_sync_cfg": 2.0}
+                                                             "audio_sync_cfg": 2.0, "solver": "euler_ancestral",
+                                                             "eta": 0.25}
+    with pytest.raises(ValueError, match="unknown sampler 'rk4'"):
+        export_checkpoint(tmp_path, tmp_path / "bad", solver="rk4")
+    with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
+        export_checkpoint(tmp_path, tmp_path / "bad", eta=1.5)
     with pytest.raises(ValueError, match="sync_cfg takes"):
         export_checkpoint(tmp_path, tmp_path / "bad", sync_cfg={"text": 1.0})
     with pytest.raises(ValueError, match="steps must be >= 1"):

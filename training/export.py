@@ -6,7 +6,7 @@ caption encoder and the clip size it was trained at) beside `video_codec.safeten
 a folder). The run's codecs are copied in, so the folder is self-contained.
 
     python -m training.export RUN_OR_CHECKPOINT OUT_FOLDER [--weight-dtype bf16] [--raw] [--steps N]
-                              [--audio-sync-cfg X] [--video-sync-cfg X]
+                              [--audio-sync-cfg X] [--video-sync-cfg X] [--solver S] [--eta E]
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from apollo_core.checkpoint import WEIGHT_DTYPES, load_model, save_model
 from apollo_core.codecs import save_codec
 from apollo_core.model.dit import ApolloDiT
 from apollo_core.pipeline import AUDIO_CODEC_FILE, MODEL_FILE, VIDEO_CODEC_FILE
+from apollo_core.sampling import Solver
 
 from .checkpointing import TRAINER_FILE, host_model, resolve_resume
 from .config import CODEC_RANDOM, RunConfig, parse_config
@@ -32,10 +33,12 @@ from .data.prepare import clip_format
 
 
 def bundle_extra(cfg: RunConfig, text_encoder: str, *, steps: int | None = None,
-                 sync_cfg: dict[str, float] | None = None, **more: Any) -> dict[str, Any]:
+                 sync_cfg: dict[str, float] | None = None, solver: str | None = None, eta: float | None = None,
+                 **more: Any) -> dict[str, Any]:
     """steps: the sampling steps generation defaults to; sync_cfg: {"video"|"audio": scale}, the
-    cross-modal guidance it defaults to (measure both with `apollo-av bench quality --steps N
-    --audio-sync-cfg X` first). None leaves the pipeline's own defaults (25 steps, no sync guidance)."""
+    cross-modal guidance it defaults to; solver and eta: the sampler it defaults to (measure each
+    with `apollo-av bench quality --steps N --audio-sync-cfg X --solver S --eta E` first). None
+    leaves the pipeline's own defaults (25 Euler steps, no sync guidance)."""
     clip = cfg.data.clip
     defaults: dict[str, Any] = {"width": clip.width, "height": clip.height, "seconds": clip.seconds}
     if steps is not None:
@@ -46,6 +49,12 @@ def bundle_extra(cfg: RunConfig, text_encoder: str, *, steps: int | None = None,
         if modality not in ("video", "audio") or not math.isfinite(scale):
             raise ValueError(f"sync_cfg takes 'video'/'audio' -> a finite scale, got {modality!r}: {scale}")
         defaults[f"{modality}_sync_cfg"] = float(scale)
+    if solver is not None:
+        defaults["solver"] = Solver.parse(solver).value
+    if eta is not None:
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        defaults["eta"] = float(eta)
     return {"text_encoder": text_encoder, "defaults": defaults,
             "codecs": {"video": cfg.codecs.video, "audio": cfg.codecs.audio}, **more}
 
@@ -75,14 +84,15 @@ def export_state(state: dict[str, torch.Tensor], cfg: RunConfig, folder: str | o
 
 def export_checkpoint(source: str | os.PathLike, folder: str | os.PathLike, *, weight_dtype: str = "fp32",
                       use_ema: bool = True, steps: int | None = None,
-                      sync_cfg: dict[str, float] | None = None) -> Path:
+                      sync_cfg: dict[str, float] | None = None, solver: str | None = None,
+                      eta: float | None = None) -> Path:
     """A training checkpoint (or a run folder: its latest checkpoint) -> bundle folder."""
     ckpt = resolve_resume(source)
     state = json.loads((ckpt / TRAINER_FILE).read_text())
     cfg = parse_config(state["config"], source=str(ckpt / TRAINER_FILE))
     model = load_model(ckpt / ("ema.safetensors" if use_ema else "model.safetensors"), attention="math")
     extra = bundle_extra(cfg, state.get("text_encoder", "minilm"), steps=steps, sync_cfg=sync_cfg,
-                         step=state["step"], ema=use_ema,
+                         solver=solver, eta=eta, step=state["step"], ema=use_ema,
                          eval=state.get("last_eval", {}), source=str(ckpt),
                          stages=[s.name for s in cfg.stages])
     return write_bundle(folder, model, cfg, extra=extra, weight_dtype=weight_dtype)
@@ -97,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="sampling steps `apollo-av generate` defaults to for this bundle")
     parser.add_argument("--video-sync-cfg", type=float, help="cross-modal guidance of the video it defaults to")
     parser.add_argument("--audio-sync-cfg", type=float, help="cross-modal guidance of the audio it defaults to")
+    parser.add_argument("--solver", choices=[s.value for s in Solver], help="the sampler it defaults to")
+    parser.add_argument("--eta", type=float, help="euler_ancestral's share of fresh noise it defaults to")
     args = parser.parse_args(argv)
     sync = {m: v for m, v in (("video", args.video_sync_cfg), ("audio", args.audio_sync_cfg)) if v is not None}
     print(export_checkpoint(args.source, args.out, weight_dtype=args.weight_dtype, use_ema=not args.raw,
-                            steps=args.steps, sync_cfg=sync or None))
+                            steps=args.steps, sync_cfg=sync or None, solver=args.solver, eta=args.eta))
     return 0
 
 

@@ -52,7 +52,7 @@ def workflow(task: str) -> dict[str, dict[str, Any]]:
                    seconds=2.0, batch_size=1),
     }
     sampler = dict(model=["1", 0], codecs=["2", 0], positive=["4", 0], negative=["5", 0], latent=["6", 0],
-                   task=task, seed=42, steps=20, video_cfg=3.0, audio_cfg=3.0, shift=1.0, sampler="euler",
+                   task=task, seed=42, steps=12, video_cfg=3.0, audio_cfg=3.0, shift=1.0, sampler="euler_ancestral",
                    video_sync_cfg=0.0, audio_sync_cfg=_audio_sync_default())
     if task in ("TI2AV", "TI2V"):
         prompt["10"] = _node("LoadImage", "First frame", image=EXAMPLE_IMAGE)
