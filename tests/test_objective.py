@@ -1,10 +1,10 @@
-"""The training objective's optional audio onset weighting."""
+"""The training objective's optional loss weightings: audio onsets, video objects."""
 import torch
 
 from apollo_core.config import get_preset
 from apollo_core.flow import masked_mse
 from apollo_core.model.dit import ApolloDiT
-from apollo_core.objective import Conditioning, onset_weight, training_loss
+from apollo_core.objective import Conditioning, foreground_weight, onset_weight, training_loss
 from apollo_core.tasks import Task
 
 CFG = get_preset("debug")
@@ -27,7 +27,18 @@ def test_onset_weight_boosts_the_frames_where_the_latent_jumps() -> None:
     assert torch.allclose(plain[0], torch.tensor(1 / 20)) and torch.allclose(weighted[0], torch.tensor(4 / 23))
 
 
-def test_onset_boost_changes_only_the_audio_term() -> None:
+def test_foreground_weight_boosts_the_object_pixels_of_each_frame() -> None:
+    video = torch.zeros(2, 3, 2, 4, 4)
+    video[0] += torch.tensor([0.5, -1.0, 2.0]).view(3, 1, 1, 1)  # clip 0: a coloured background, no object
+    video[0, :, 0, 1, 2] = 3.0  # an object in clip 0, frame 0
+    video[1, :, 1, 3, 0] = -2.0  # another in clip 1, frame 1
+    w = foreground_weight(video, boost=2.0, share=2 / 64)  # 2 of the batch's 64 latent pixels
+    assert w.shape == (2, 1, 2, 4, 4)
+    assert (w[:, 0] > 1).nonzero().tolist() == [[0, 0, 1, 2], [1, 1, 3, 0]]
+    assert torch.all(w[w > 1] == 3.0) and torch.all(w[w <= 1] == 1.0)
+
+
+def _tiny_case():
     torch.manual_seed(0)
     model = ApolloDiT(CFG, attention="math").eval()
     with torch.no_grad():
@@ -40,6 +51,11 @@ def test_onset_boost_changes_only_the_audio_term() -> None:
                         torch.randint(0, 256, (2, 6), generator=g), torch.ones(2, 6, dtype=torch.bool))
     video = torch.randn(2, CFG.video.latent_channels, 3, 4, 4, generator=g)
     audio = torch.randn(2, CFG.audio.latent_channels, 8 * CFG.audio.patch, generator=g)
+    return model, cond, video, audio
+
+
+def test_onset_boost_changes_only_the_audio_term() -> None:
+    model, cond, video, audio = _tiny_case()
 
     def loss(**boost: float) -> dict:
         with torch.no_grad():
@@ -49,3 +65,16 @@ def test_onset_boost_changes_only_the_audio_term() -> None:
     assert torch.equal(base["audio"], zero["audio"])  # no boost is the plain mean
     assert torch.equal(base["video"], boosted["video"])
     assert not torch.allclose(base["audio"], boosted["audio"])
+
+
+def test_foreground_boost_changes_only_the_video_term() -> None:
+    model, cond, video, audio = _tiny_case()
+
+    def loss(task: Task, **boost: float) -> dict:
+        with torch.no_grad():
+            return training_loss(model, task, video=video, audio=audio, cond=cond,
+                                 generator=torch.Generator().manual_seed(5), **boost)
+    base, zero, boosted = loss(Task.T2AV), loss(Task.T2AV, foreground_boost=0.0), loss(Task.T2AV, foreground_boost=2.0)
+    assert torch.equal(base["video"], zero["video"])
+    assert torch.equal(base["audio"], boosted["audio"])
+    assert not torch.allclose(base["video"], boosted["video"])

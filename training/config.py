@@ -87,6 +87,8 @@ class StageConfig:
     flow: FlowConfig | None = None
     # Extra audio loss weight on onset frames (apollo_core.objective.onset_weight); 0 = plain mean.
     onset_boost: float = 0.0
+    # Extra video loss weight on the objects' latent pixels (apollo_core.objective.foreground_weight).
+    foreground_boost: float = 0.0
 
     def task_weights(self) -> dict[Task, float]:
         return {Task.parse(k): float(v) for k, v in self.tasks.items()}
@@ -394,6 +396,7 @@ def _check_stage(cfg: RunConfig, i: int, stage: StageConfig) -> None:
     _positive(f"{p}.grad_accum", stage.grad_accum)
     _range(f"{p}.caption_dropout", stage.caption_dropout, 0.0, 1.0, high_open=True)
     _non_negative(f"{p}.onset_boost", stage.onset_boost)
+    _non_negative(f"{p}.foreground_boost", stage.foreground_boost)
     _positive(f"{p}.lr.peak", stage.lr.peak)
     _non_negative(f"{p}.lr.warmup", stage.lr.warmup)
     _choice(f"{p}.lr.schedule", stage.lr.schedule, SCHEDULES)

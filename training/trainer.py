@@ -232,7 +232,8 @@ class Trainer:
                     losses = training_loss(self.loss_model, task, video=video, audio=audio, cond=cond,
                                            generator=self.noise, logit_mean=flow.logit_mean,
                                            logit_std=flow.logit_std, shift=flow.shift,
-                                           onset_boost=stage.onset_boost)
+                                           onset_boost=stage.onset_boost,
+                                           foreground_boost=stage.foreground_boost)
                 self.acc.backward(losses["total"] / accum)
             tasks.append(task)
             for j, name in enumerate(("video", "audio", "total")):
