@@ -115,6 +115,12 @@ def velocities(model: nn.Module, task: Task, inputs: ApolloInputs, state: dict[s
 ONSET_SHARE = 0.1  # the share of a batch's audio latent frames that `onset_weight` boosts
 
 
+def _boost_top(score: Tensor, boost: float, share: float) -> Tensor:
+    """1 + boost where `score` is in its batch's top `share`, else 1 (same shape as score)."""
+    threshold = torch.quantile(score.flatten(), 1.0 - share)
+    return 1.0 + boost * (score >= threshold).float()
+
+
 def onset_weight(audio: Tensor, boost: float, share: float = ONSET_SHARE) -> Tensor:
     """Per-frame loss weights `[B, 1, F]` for clean audio latents `[B, C, F]`: 1 + boost on the
     `share` of the batch's frames whose latent changes most from the previous frame (onsets).
@@ -124,8 +130,7 @@ def onset_weight(audio: Tensor, boost: float, share: float = ONSET_SHARE) -> Ten
     onsets cost more. The proxy reads the latents alone, so it needs no event labels."""
     step = (audio[:, :, 1:] - audio[:, :, :-1]).float().norm(dim=1)  # [B, F-1]
     step = torch.cat([step[:, :1], step], dim=1)  # [B, F]: frame 0 takes frame 1's change
-    threshold = torch.quantile(step.flatten(), 1.0 - share)
-    return (1.0 + boost * (step >= threshold).float()).unsqueeze(1)  # [B, 1, F]
+    return _boost_top(step, boost, share).unsqueeze(1)  # [B, 1, F]
 
 
 FOREGROUND_SHARE = 0.15  # the share of a batch's video latent pixels that `foreground_weight` boosts
@@ -142,8 +147,7 @@ def foreground_weight(video: Tensor, boost: float, share: float = FOREGROUND_SHA
     x = video.float()
     median = x.flatten(3).median(dim=3).values[..., None, None]  # [B, C, T, 1, 1] the frame's background
     dev = (x - median).norm(dim=1, keepdim=True)  # [B, 1, T, H, W]
-    threshold = torch.quantile(dev.flatten(), 1.0 - share)
-    return 1.0 + boost * (dev >= threshold).float()  # [B, 1, T, H, W]
+    return _boost_top(dev, boost, share)  # [B, 1, T, H, W]
 
 
 def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: Tensor | None, cond: Conditioning,
