@@ -253,6 +253,31 @@ def test_cli_trains_saves_resumes_and_reports(tmp_path: Path) -> None:
     assert read_codec_metadata(tmp_path / "video_codec.safetensors")["extra"]["trained"]["steps"] == 4
 
 
+def test_decoder_only_training_keeps_the_latent_space(tmp_path: Path) -> None:
+    # A model trained on a codec's latents stays valid only if encode() and the latent statistics
+    # are untouched: --decoder-only must change the decoder and nothing else.
+    argv = ["--preset", "debug", "--source", "synthetic", "--out", str(tmp_path), "--minutes", "1",
+            "--max-steps", "2", "--clips", "2", "--held-out", "2", "--size", "16", "--seconds", "1"]
+    with pytest.raises(SystemExit):
+        train.main(argv + ["--decoder-only"])  # nothing to finetune without --resume
+    with pytest.raises(SystemExit, match="no video codec"):
+        train.main(argv + ["--resume", "--decoder-only", "--which", "video"])
+    train.main(argv)
+    before = {name: load_codec(tmp_path / f"{name}_codec.safetensors").state_dict()
+              for name in ("video", "audio")}
+    report = train.main(argv + ["--resume", "--decoder-only", "--max-steps", "3", "--lr", "1e-2"])
+    for name, prefix in (("video", "dec_"), ("audio", "decoder.")):
+        after = load_codec(tmp_path / f"{name}_codec.safetensors").state_dict()
+        changed = {k for k, v in after.items() if not torch.equal(v, before[name][k])}
+        assert changed and all(k.startswith(prefix) for k in changed), (name, sorted(changed))
+        trained = read_codec_metadata(tmp_path / f"{name}_codec.safetensors")["extra"]["trained"]
+        assert trained["steps"] == 5 and trained["decoder_only"]["steps"] == 3
+        assert report[name]["held_out"]["trained_steps"] == 5
+    codec = load_codec(tmp_path / "video_codec.safetensors")
+    assert all(p.requires_grad for p in codec.parameters())
+    assert {id(p) for p in codec.decoder_parameters()} < {id(p) for p in codec.parameters()}
+
+
 def test_metrics() -> None:
     x = torch.zeros(1, 1, 100)
     assert psnr(x + 0.02, x) == pytest.approx(10 * math.log10(4 / 0.0004), rel=1e-5)

@@ -4,7 +4,9 @@
 
 `--minutes` is the wall-clock budget of each codec. Both are saved with `save_codec` as
 DIR/video_codec.safetensors and DIR/audio_codec.safetensors, their held-out figures in the
-file metadata and in DIR/codecs_report.json.
+file metadata and in DIR/codecs_report.json. `--resume --decoder-only` trains the decoders of
+the codecs in DIR further with their encoders and latent statistics frozen: the latents (and
+any model trained on them) stay valid while the decoded clips improve.
 """
 from __future__ import annotations
 
@@ -183,11 +185,13 @@ def train_codec(
     seed: int = 0,
     log_every: float = 30.0,
     log: Callable[[str], None] | None = None,
+    decoder_only: bool = False,
 ) -> list[dict[str, float]]:
     """Adam with a time-based cosine schedule until `minutes` (or `max_steps`) run out. `crop` is
     pixel frames (video, rounded to the temporal compression) or samples (audio, rounded to the
     hop); `crop_size` is the side of square video crops (rounded to the spatial compression).
-    Returns the logged history; the codec is left in eval mode."""
+    `decoder_only` trains the decoder alone: the encoder, hence the latents a model was trained
+    on, stays exactly as it is. Returns the logged history; the codec is left in eval mode."""
     log = log or (lambda message: print(message, flush=True))
     is_video = isinstance(codec, TinyVideoVAE)
     unit = codec.temporal_compression if is_video else codec.hop
@@ -196,7 +200,12 @@ def train_codec(
         crop_size = max(codec.spatial_compression, crop_size // codec.spatial_compression * codec.spatial_compression)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(codec.parameters(), lr=lr)
+    trained = codec.decoder_parameters() if decoder_only else list(codec.parameters())
+    if decoder_only:
+        keep = {id(p) for p in trained}
+        for p in codec.parameters():
+            p.requires_grad_(id(p) in keep)
+    optimizer = torch.optim.Adam(trained, lr=lr)
     budget = minutes * 60.0
     codec.train()
     history: list[dict[str, float]] = []
@@ -217,7 +226,7 @@ def train_codec(
             skipped += 1  # one poisoned step must not wreck the weights; it is counted in the log
             continue
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         step += 1
         parts["loss"] = loss.item()
@@ -229,6 +238,8 @@ def train_codec(
             history.append(record)
             log(f"[{codec.kind}] " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
     history.append({"step": step, "minutes": (time.perf_counter() - start) / 60.0, "skipped": skipped, **running})
+    for p in codec.parameters():
+        p.requires_grad_(True)
     codec.eval()
     return history
 
@@ -333,11 +344,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-steps", type=int, default=None, help="stop each codec after this many steps")
     parser.add_argument("--resume", action="store_true", help="continue from the codecs already in --out")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="with --resume: train only the decoders; encoders and latent statistics stay as they "
+                             "are, so a model trained on these latents needs no retraining")
     parser.add_argument("--video-latent-channels", type=int,
                         help="override the preset's video latent channels (a model then needs a preset to match)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.clips < 1 or args.held_out < 1:
         parser.error("--minutes, --clips and --held-out must be positive")
+    if args.decoder_only and not args.resume:
+        parser.error("--decoder-only continues trained codecs: add --resume (and keep --out on the codecs to finetune)")
     torch.set_num_threads(args.threads)
     config = get_preset(args.preset)
     if args.video_latent_channels is not None:
@@ -368,6 +384,8 @@ def _train_one(name: str, args: argparse.Namespace, config: ApolloConfig, data: 
     """Train (or with --resume, continue training) one codec, measure it on `held`, save it."""
     path = args.out / f"{name}_codec.safetensors"
     previous = {"minutes": 0.0, "steps": 0}
+    if args.decoder_only and not path.is_file():
+        raise SystemExit(f"--decoder-only: no {name} codec at {path} to finetune; train one first (without --decoder-only)")
     if args.resume and path.is_file():
         codec = load_codec(path, kind=f"tiny_{name}")
         previous.update(read_codec_metadata(path)["extra"].get("trained", {}))
@@ -377,18 +395,28 @@ def _train_one(name: str, args: argparse.Namespace, config: ApolloConfig, data: 
     else:
         codec = TinyAudioVAE.from_config(config.audio)
     check_codecs(config, **{f"{name}_codec": codec})
-    common = dict(lr=args.lr, beta=args.beta, seed=args.seed, max_steps=args.max_steps)
+    common = dict(lr=args.lr, beta=args.beta, seed=args.seed, max_steps=args.max_steps, decoder_only=args.decoder_only)
+    # Refitting the latent statistics would move the latent space a model was trained in.
     if name == "video":
         history = train_codec(codec, data.video, args.minutes, batch=args.video_batch, crop=args.video_crop,
                               crop_size=args.video_crop_size, **common)
-        codec.fit_latent_stats(data.video[:64])
+        if not args.decoder_only:
+            codec.fit_latent_stats(data.video[:64])
         figures = evaluate_video(codec, held.video)
     else:
         history = train_codec(codec, data.audio, args.minutes, batch=args.audio_batch, crop=args.audio_crop, **common)
-        codec.fit_latent_stats(data.audio[:64])
+        if not args.decoder_only:
+            codec.fit_latent_stats(data.audio[:64])
         figures = evaluate_audio(codec, held.audio, config.video.fps, held.tones)
     trained = {"minutes": previous["minutes"] + history[-1]["minutes"], "steps": previous["steps"] + history[-1]["step"]}
-    figures.update(params=sum(p.numel() for p in codec.parameters()), **{f"trained_{k}": v for k, v in trained.items()})
+    decoder = previous.get("decoder_only")  # the share of the totals that trained the decoder alone
+    if args.decoder_only:
+        decoder = {"minutes": (decoder or {}).get("minutes", 0.0) + history[-1]["minutes"],
+                   "steps": (decoder or {}).get("steps", 0) + history[-1]["step"]}
+    if decoder:
+        trained["decoder_only"] = decoder
+    figures.update(params=sum(p.numel() for p in codec.parameters()),
+                   **{f"trained_{k}": v for k, v in trained.items() if k != "decoder_only"})
     print(f"{name} held-out:", json.dumps(figures), flush=True)
     save_codec(path, codec, extra={"held_out": figures, "preset": args.preset, "trained": trained})
     return {"held_out": figures, "history": history}

@@ -153,6 +153,10 @@ class TinyAudioVAE(nn.Module):
         check_audio_latents(self, latents)
         return self.decode_raw(self.norm.denormalize(latents)).clamp(-1.0, 1.0)
 
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """The weights `decode` uses and `encode` does not: what a decoder-only finetune trains."""
+        return list(self.decoder.parameters())
+
     @torch.no_grad()
     def fit_latent_stats(self, waveform: Tensor, batch: int = 32) -> None:
         """Set the latent normalisation from posterior means of `waveform` `[N, ch, S]`."""

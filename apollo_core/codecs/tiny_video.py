@@ -206,6 +206,10 @@ class TinyVideoVAE(nn.Module):
             pieces.append(frames[:, :, (start - lo) * k:(stop - lo) * k])
         return torch.cat(pieces, dim=2)
 
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """The weights `decode` uses and `encode` does not: what a decoder-only finetune trains."""
+        return [p for name, p in self.named_parameters() if name.startswith("dec_")]
+
     @torch.no_grad()
     def fit_latent_stats(self, frames: Tensor, batch: int = 16) -> None:
         """Set the latent normalisation from posterior means of `frames` `[N, 3, T, H, W]`."""
