@@ -201,10 +201,10 @@ def train_codec(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     trained = codec.decoder_parameters() if decoder_only else list(codec.parameters())
-    if decoder_only:
-        keep = {id(p) for p in trained}
-        for p in codec.parameters():
-            p.requires_grad_(id(p) in keep)
+    if decoder_only:  # no gradients through the frozen encoder: less work per step
+        codec.requires_grad_(False)
+        for p in trained:
+            p.requires_grad_(True)
     optimizer = torch.optim.Adam(trained, lr=lr)
     budget = minutes * 60.0
     codec.train()
@@ -238,8 +238,7 @@ def train_codec(
             history.append(record)
             log(f"[{codec.kind}] " + " ".join(f"{k}={v:.4g}" for k, v in record.items()))
     history.append({"step": step, "minutes": (time.perf_counter() - start) / 60.0, "skipped": skipped, **running})
-    for p in codec.parameters():
-        p.requires_grad_(True)
+    codec.requires_grad_(True)
     codec.eval()
     return history
 
