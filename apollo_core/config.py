@@ -103,6 +103,11 @@ class ApolloConfig:
     architecture: str = "single_tower"
     prediction: str = "velocity"
     qk_norm: bool = True
+    # Self-conditioning (Chen et al., "Analog Bits", 2022): each generated stream also reads the
+    # clean estimate of the previous sampling step through a zero-initialised projection, so a
+    # small model can keep the layout it committed to early instead of re-inventing it from x_t
+    # at every step. Training feeds a no-grad first estimate to half the batches.
+    self_condition: bool = False
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     text: TextConfig = field(default_factory=TextConfig)

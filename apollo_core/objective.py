@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ApolloConfig
-from .flow import interpolate, logit_normal, masked_mse, shift_time, to_velocity, velocity_target
+from .flow import clean_estimate, interpolate, logit_normal, masked_mse, shift_time, to_velocity, velocity_target
 from .streams import ApolloInputs, audio_stream, text_stream, video_stream
 from .tasks import Role, Task
 
@@ -60,23 +60,26 @@ _FIELDS = ("video_tokens", "video_mask", "audio_tokens", "audio_mask", "speech",
 
 
 def assemble(config: ApolloConfig, task: Task, *, video: Tensor | None, audio: Tensor | None, t: Tensor,
-             cond: Conditioning) -> ApolloInputs:
+             cond: Conditioning, estimate: dict[str, Tensor] | None = None) -> ApolloInputs:
     """Streams for `task` with the current latents (noisy where generated, clean where given).
-    t: `[B]` flow time of the generated modalities."""
+    t: `[B]` flow time of the generated modalities. estimate: the previous clean estimate of the
+    generated streams, read by a model with `self_condition` (ignored by one without)."""
     spec = task.spec
+    estimate = {k: x for k, x in (estimate or {}).items() if k in spec.generates} if config.self_condition else {}
     v_stream = vt_stream = at_stream = a_stream = None
     if spec.has_video:
         if video is None:
             raise ValueError(f"task {task.value} needs video latents")
         v_stream = video_stream(config, video, t, first_frame_given=spec.first_frame_given,
-                                given=spec.video is Role.GIVEN)
+                                given=spec.video is Role.GIVEN, self_cond=estimate.get("video"))
         vt_t = torch.ones_like(t) if spec.video is Role.GIVEN else t
         vt_stream = text_stream(cond.video_tokens, cond.video_mask, vt_t)
     if spec.has_audio:
         if audio is None:
             raise ValueError(f"task {task.value} needs audio latents")
         frames = video.shape[2] if video is not None else None
-        a_stream = audio_stream(config, audio, t, given=spec.audio is Role.GIVEN, video_latent_frames=frames)
+        a_stream = audio_stream(config, audio, t, given=spec.audio is Role.GIVEN, video_latent_frames=frames,
+                                self_cond=estimate.get("audio"))
         at_t = torch.ones_like(t) if spec.audio is Role.GIVEN else t
         at_stream = text_stream(cond.audio_tokens, cond.audio_mask, at_t, cond.speech, cond.speech_mask)
     return ApolloInputs(video=v_stream, video_text=vt_stream, audio_text=at_stream, audio=a_stream)
@@ -150,6 +153,23 @@ def foreground_weight(video: Tensor, boost: float, share: float = FOREGROUND_SHA
     return _boost_top(dev, boost, share)  # [B, 1, T, H, W]
 
 
+SELF_CONDITION_SHARE = 0.5  # the share of training batches that see a first estimate (Analog Bits)
+
+
+def self_condition_estimate(model: nn.Module, task: Task, inputs: ApolloInputs, state: dict[str, Tensor],
+                            t: Tensor) -> dict[str, Tensor]:
+    """The model's clean estimate of the generated streams without one of its own (no gradient):
+    what a self-conditioned model reads on the pass that trains it, like the previous step's
+    estimate at sampling."""
+    with torch.no_grad():
+        v = velocities(model, task, inputs, state, t)
+    out = {}
+    for name, u in v.items():
+        tt = video_time(task, t, state[name].shape[2]) if name == "video" else t
+        out[name] = clean_estimate(state[name].float(), u, tt).detach()
+    return out
+
+
 def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: Tensor | None, cond: Conditioning,
                   generator: torch.Generator | None = None, t: Tensor | None = None, logit_mean: float = 0.0,
                   logit_std: float = 1.0, shift: float = 1.0, onset_boost: float = 0.0,
@@ -158,7 +178,8 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
     modality plus `total`. Given modalities are fed clean; absent ones are not in the sequence.
     `onset_boost` > 0 weights the generated audio's onset frames up (`onset_weight`),
     `foreground_boost` > 0 the generated video's object latent pixels (`foreground_weight`); each
-    loss stays a weighted mean, so its scale is comparable."""
+    loss stays a weighted mean, so its scale is comparable. A model with `self_condition` reads,
+    on a `SELF_CONDITION_SHARE` of the calls, its own no-grad clean estimate first."""
     config: ApolloConfig = model.config
     spec = task.spec
     ref = video if video is not None else audio
@@ -187,7 +208,11 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
         noisy[name] = xt
         targets[name] = velocity_target(x0, x1)
     inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond)
-    pred = velocities(model, task, inputs, {k: v for k, v in noisy.items() if v is not None}, t)
+    state = {k: v for k, v in noisy.items() if v is not None}
+    if config.self_condition and float(torch.rand(1, generator=generator, device=ref.device)) < SELF_CONDITION_SHARE:
+        estimate = self_condition_estimate(model, task, inputs, state, t)
+        inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond, estimate=estimate)
+    pred = velocities(model, task, inputs, state, t)
     losses: dict[str, Tensor] = {}
     for name, target in targets.items():
         if name == "video":

@@ -16,7 +16,8 @@ from .checkpoint import load_model, read_config
 from .codecs import AudioCodec, VideoCodec, check_codecs, load_codec
 from .config import ApolloConfig
 from .model.dit import ApolloDiT
-from .objective import Conditioning, assemble, velocities
+from .flow import clean_estimate
+from .objective import Conditioning, assemble, velocities, video_time
 from .sampling import ANCESTRAL_ETA, Solver, StepCallback, cross_modal_guided, guided, sample
 from .tasks import Role, Task
 from .text import TextEncoder, encode_speech, load_text_encoder
@@ -192,23 +193,33 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
             if s != 0.0 and m in spec.generates and _OTHER[m] in spec.streams}
     alone = {m: task.without(_OTHER[m]) for m in sync}
 
+    # A self-conditioned model reads the previous step's (guided) clean estimate; every pass of a
+    # step reads the same one. None before the first step.
+    previous: dict[str, Tensor] = {}
+
     def velocity_fn(state: dict[str, Tensor], t: float) -> dict[str, Tensor]:
         x = {k: torch.cat([v, v]) if guide else v for k, v in state.items()}
+        est = {k: torch.cat([v, v]) if guide else v for k, v in previous.items()}
         tt = torch.full((x[next(iter(x))].shape[0],), t, dtype=torch.float32, device=both.video_tokens.device)
-        inputs = assemble(config, task, video=x.get("video"), audio=x.get("audio"), t=tt, cond=both)
+        inputs = assemble(config, task, video=x.get("video"), audio=x.get("audio"), t=tt, cond=both, estimate=est)
         with torch.no_grad():
             v = velocities(model, task, inputs, x, tt)
         v_cond = {k: u[:b] for k, u in v.items()} if guide else v
         out = guided(v_cond, {k: u[b:] for k, u in v.items()}, scales) if guide else v
-        if not sync:
-            return out
-        v_alone = {}
-        for m, sub in alone.items():
-            own = {m: state[m]}  # [B, C, ...] the stream alone, conditioned on its caption
-            with torch.no_grad():
-                v_alone[m] = velocities(model, sub, assemble(config, sub, video=own.get("video"), audio=own.get("audio"),
-                                                             t=tt[:b], cond=cond), own, tt[:b])[m]
-        return cross_modal_guided(out, v_cond, v_alone, sync)
+        if sync:
+            v_alone = {}
+            for m, sub in alone.items():
+                own = {m: state[m]}  # [B, C, ...] the stream alone, conditioned on its caption
+                inputs = assemble(config, sub, video=own.get("video"), audio=own.get("audio"), t=tt[:b], cond=cond,
+                                  estimate={m: previous[m]} if m in previous else None)
+                with torch.no_grad():
+                    v_alone[m] = velocities(model, sub, inputs, own, tt[:b])[m]
+            out = cross_modal_guided(out, v_cond, v_alone, sync)
+        if config.self_condition:
+            for k in out:
+                tk = video_time(task, tt[:b], state[k].shape[2]) if k == "video" else tt[:b]
+                previous[k] = clean_estimate(state[k].float(), out[k], tk)
+        return out
 
     return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback, eta=eta,
                   generator=generator)

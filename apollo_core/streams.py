@@ -25,12 +25,15 @@ class LatentStream:
         ones; TI2V sets the first latent frame's tokens to one and the rest to the noise level.
     positions: `[N, 3]` or `[B, N, 3]` RoPE coordinates (t, h, w), float.
     mask: `[B, N]` bool (True = real token) or None when every token is real.
+    self_cond: the previous clean estimate, same shape as `latent`, for a model with
+        `self_condition`; None reads as zeros (no estimate yet, or a given stream).
     """
 
     latent: Tensor
     timesteps: Tensor
     positions: Tensor
     mask: Tensor | None = None
+    self_cond: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ def video_stream(
     *,
     first_frame_given: bool = False,
     given: bool = False,
+    self_cond: Tensor | None = None,
 ) -> LatentStream:
     """Video stream for latents `[B, C, T, H, W]` at flow time `t` `[B]`."""
     gt, gh, gw = video_token_grid(config, tuple(latent.shape))
@@ -110,7 +114,13 @@ def video_stream(
         per_frame[:, 0] = 1.0
     timesteps = per_frame[:, :, None].expand(b, gt, gh * gw).reshape(b, gt * gh * gw)  # [B, N]
     positions = rope.video_positions(config, gt, gh, gw, device=latent.device)  # [N, 3]
-    return LatentStream(latent=latent, timesteps=timesteps, positions=positions)
+    return LatentStream(latent=latent, timesteps=timesteps, positions=positions, self_cond=_self_cond(latent, self_cond))
+
+
+def _self_cond(latent: Tensor, estimate: Tensor | None) -> Tensor | None:
+    if estimate is not None and estimate.shape != latent.shape:
+        raise ValueError(f"self-conditioning estimate has shape {tuple(estimate.shape)}, the latent {tuple(latent.shape)}")
+    return estimate
 
 
 def audio_stream(
@@ -120,6 +130,7 @@ def audio_stream(
     *,
     given: bool = False,
     video_latent_frames: int | None = None,
+    self_cond: Tensor | None = None,
 ) -> LatentStream:
     """Audio stream for latents `[B, C, T]` at flow time `t` `[B]`.
 
@@ -134,7 +145,7 @@ def audio_stream(
         seconds = latent.shape[-1] * config.audio.hop / config.audio.sample_rate
         video_latent_frames = max(1, config.video.latent_frames(round(seconds * config.video.fps)))
     positions = rope.audio_positions(config, n, video_latent_frames=video_latent_frames, device=latent.device)
-    return LatentStream(latent=latent, timesteps=timesteps, positions=positions)
+    return LatentStream(latent=latent, timesteps=timesteps, positions=positions, self_cond=_self_cond(latent, self_cond))
 
 
 def text_stream(

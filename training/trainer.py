@@ -92,12 +92,19 @@ def init_weights(model: ApolloDiT, source: str) -> None:
     path = Path(source).expanduser()
     path = path / MODEL_FILE if path.is_dir() else path
     config, _ = read_config(path)
-    if config.to_dict() | {"name": ""} != model.config.to_dict() | {"name": ""}:
+    # Self-conditioning may be switched on for a model trained without it: its projections start
+    # at zero, so the run begins exactly where the file's model was.
+    adds_self = model.config.self_condition and not config.self_condition
+    ignore = {"name": ""} | ({"self_condition": True} if adds_self else {})
+    if config.to_dict() | ignore != model.config.to_dict() | ignore:
         raise ValueError(f"model.init_from {path}: its config (preset {config.name!r}) differs from the run's "
                          f"model {model.config.name!r}; set model.preset/overrides to match it")
-    state = load_state(path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_state(path).items()}
+    if adds_self:
+        own = model.state_dict()
+        state |= {k: own[k] for k in own if "_self_embed." in k}
     validate_state(model, state, str(path))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.load_state_dict(state)
 
 
 class _LossModel:

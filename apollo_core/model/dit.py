@@ -33,6 +33,10 @@ class ApolloDiT(nn.Module):
         self.compute_dtype = dtype if dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
         self.video_embed = ops.Linear(v.patch_dim, d, **kw)
         self.audio_embed = ops.Linear(a.patch_dim, d, **kw)
+        if config.self_condition:
+            # No bias: a missing estimate (zeros) adds exactly nothing.
+            self.video_self_embed = ops.Linear(v.patch_dim, d, bias=False, **kw)
+            self.audio_self_embed = ops.Linear(a.patch_dim, d, bias=False, **kw)
         self.video_text_norm = RMSNorm(t.caption_dim, **kw)
         self.video_text_embed = ops.Linear(t.caption_dim, d, **kw)
         self.audio_text_norm = RMSNorm(t.caption_dim, **kw)
@@ -74,6 +78,10 @@ class ApolloDiT(nn.Module):
         for head in (self.video_head, self.audio_head):
             nn.init.zeros_(head.linear.weight)
             nn.init.zeros_(head.linear.bias)
+        # Self-conditioning starts as a no-op, so it can be added to a trained model (init_from).
+        for name in ("video_self_embed", "audio_self_embed"):
+            if hasattr(self, name):
+                nn.init.zeros_(getattr(self, name).weight)
         for block in self.blocks:
             if isinstance(block, DualTowerBlock):
                 for cross in (block.video_from_audio, block.audio_from_video):
@@ -101,6 +109,9 @@ class ApolloDiT(nn.Module):
             if isinstance(s, LatentStream):
                 tokens = self._patchify(name, s.latent.to(dt))  # [B, N, P]
                 x[name] = (self.video_embed if name == "video" else self.audio_embed)(tokens)  # [B, N, D]
+                if self.config.self_condition and s.self_cond is not None:
+                    estimate = self._patchify(name, s.self_cond.to(dt))  # [B, N, P]
+                    x[name] = x[name] + getattr(self, f"{name}_self_embed")(estimate)  # [B, N, D]
                 temb, index = self._time(s.timesteps, dt)
                 cos, sin = rope_cos_sin(self.config, s.positions.to(tokens.device), dtype=dt)
                 streams[name] = StreamContext(tokens.shape[1], temb, index, cos, sin, s.mask)
