@@ -106,7 +106,8 @@ class ApolloConfig:
     # Self-conditioning (Chen et al., "Analog Bits", 2022): each generated stream also reads the
     # clean estimate of the previous sampling step through a zero-initialised projection, so a
     # small model can keep the layout it committed to early instead of re-inventing it from x_t
-    # at every step. Training feeds a no-grad first estimate to half the batches.
+    # at every step. Training feeds a no-grad first estimate to half the batches. apollo-tiny
+    # trained with it from scratch drew better audio but dropped objects (assets README).
     self_condition: bool = False
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)

@@ -75,6 +75,12 @@ def test_zero_initialised_projection_changes_nothing_until_trained() -> None:
     assert assemble(CFG, Task.T2AV, video=video, audio=audio, t=t, cond=cond, estimate=est).video.self_cond is None
     v2a = assemble(SC, Task.V2A, video=video, audio=audio, t=t, cond=cond, estimate=est)
     assert v2a.video.self_cond is None and v2a.audio.self_cond is est["audio"]
+    try:
+        assemble(SC, Task.T2AV, video=video, audio=audio, t=t, cond=cond, estimate={"audio": audio[:, :, :-2]})
+    except ValueError as exc:
+        assert "self-conditioning estimate has shape" in str(exc)
+    else:
+        raise AssertionError("a wrong-shaped estimate was accepted")
 
 
 def test_training_feeds_its_own_no_grad_estimate_to_half_the_batches() -> None:
