@@ -156,18 +156,23 @@ def foreground_weight(video: Tensor, boost: float, share: float = FOREGROUND_SHA
 SELF_CONDITION_SHARE = 0.5  # the share of training batches that see a first estimate (Analog Bits)
 
 
+def clean_estimates(task: Task, state: dict[str, Tensor], v: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
+    """x1_hat per generated stream from its velocity at flow time `t` `[B]` (a given first frame,
+    whose velocity is zero, stays as it is)."""
+    out = {}
+    for name, u in v.items():
+        tt = video_time(task, t, state[name].shape[2]) if name == "video" else t
+        out[name] = clean_estimate(state[name].float(), u, tt)
+    return out
+
+
 def self_condition_estimate(model: nn.Module, task: Task, inputs: ApolloInputs, state: dict[str, Tensor],
                             t: Tensor) -> dict[str, Tensor]:
     """The model's clean estimate of the generated streams without one of its own (no gradient):
     what a self-conditioned model reads on the pass that trains it, like the previous step's
     estimate at sampling."""
     with torch.no_grad():
-        v = velocities(model, task, inputs, state, t)
-    out = {}
-    for name, u in v.items():
-        tt = video_time(task, t, state[name].shape[2]) if name == "video" else t
-        out[name] = clean_estimate(state[name].float(), u, tt).detach()
-    return out
+        return clean_estimates(task, state, velocities(model, task, inputs, state, t), t)
 
 
 def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: Tensor | None, cond: Conditioning,

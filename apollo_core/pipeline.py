@@ -16,8 +16,7 @@ from .checkpoint import load_model, read_config
 from .codecs import AudioCodec, VideoCodec, check_codecs, load_codec
 from .config import ApolloConfig
 from .model.dit import ApolloDiT
-from .flow import clean_estimate
-from .objective import Conditioning, assemble, velocities, video_time
+from .objective import Conditioning, assemble, clean_estimates, velocities
 from .sampling import ANCESTRAL_ETA, Solver, StepCallback, cross_modal_guided, guided, sample
 from .tasks import Role, Task
 from .text import TextEncoder, encode_speech, load_text_encoder
@@ -216,9 +215,7 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
                     v_alone[m] = velocities(model, sub, inputs, own, tt[:b])[m]
             out = cross_modal_guided(out, v_cond, v_alone, sync)
         if config.self_condition:
-            for k in out:
-                tk = video_time(task, tt[:b], state[k].shape[2]) if k == "video" else tt[:b]
-                previous[k] = clean_estimate(state[k].float(), out[k], tk)
+            previous.update(clean_estimates(task, state, out, tt[:b]))
         return out
 
     return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback, eta=eta,

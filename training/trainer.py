@@ -102,7 +102,7 @@ def init_weights(model: ApolloDiT, source: str) -> None:
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_state(path).items()}
     if adds_self:
         own = model.state_dict()
-        state |= {k: own[k] for k in own if "_self_embed." in k}
+        state |= {k: own[k] for k in model.self_condition_keys()}
     validate_state(model, state, str(path))
     model.load_state_dict(state)
 

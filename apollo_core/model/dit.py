@@ -79,9 +79,8 @@ class ApolloDiT(nn.Module):
             nn.init.zeros_(head.linear.weight)
             nn.init.zeros_(head.linear.bias)
         # Self-conditioning starts as a no-op, so it can be added to a trained model (init_from).
-        for name in ("video_self_embed", "audio_self_embed"):
-            if hasattr(self, name):
-                nn.init.zeros_(getattr(self, name).weight)
+        for name in self.self_condition_keys():
+            nn.init.zeros_(self.get_parameter(name))
         for block in self.blocks:
             if isinstance(block, DualTowerBlock):
                 for cross in (block.video_from_audio, block.audio_from_video):
@@ -171,6 +170,10 @@ class ApolloDiT(nn.Module):
             return rearrange(tokens, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)", t=gt, h=gh, w=gw,
                              pt=v.patch_t, ph=v.patch_h, pw=v.patch_w)
         return rearrange(tokens, "b t (c p) -> b c (t p)", p=self.config.audio.patch)
+
+    def self_condition_keys(self) -> list[str]:
+        """State-dict names of the self-conditioning projections (none without `self_condition`)."""
+        return [f"{m}_self_embed.weight" for m in ("video", "audio")] if self.config.self_condition else []
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
