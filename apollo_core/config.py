@@ -109,6 +109,9 @@ class ApolloConfig:
     # at every step. Training feeds a no-grad first estimate to half the batches. apollo-tiny
     # trained with it from scratch drew better audio but dropped objects (assets README).
     self_condition: bool = False
+    # Which generated streams read their estimate (with `self_condition`); ("audio",) leaves the
+    # video path exactly as without it.
+    self_condition_streams: tuple[str, ...] = ("video", "audio")
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -131,6 +134,10 @@ class ApolloConfig:
         check.positive("rope_time_scale", self.rope_time_scale)
         check.positive("rope_space_scale", self.rope_space_scale)
         check.choice("architecture", self.architecture, ARCHITECTURES)
+        streams = tuple(self.self_condition_streams)
+        if not streams or len(set(streams)) != len(streams) or not set(streams) <= {"video", "audio"}:
+            raise ValueError(f"config {self.name!r}: self_condition_streams={streams} must name video and/or "
+                             "audio, each once")
         check.choice("prediction", self.prediction, PREDICTIONS)
         if self.mlp_ratio <= 0:
             raise ValueError(f"config {self.name!r}: mlp_ratio must be > 0, got {self.mlp_ratio}")
@@ -145,6 +152,11 @@ class ApolloConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+    @property
+    def self_conditioned(self) -> tuple[str, ...]:
+        """The streams that read the previous clean estimate (none without `self_condition`)."""
+        return tuple(self.self_condition_streams) if self.self_condition else ()
 
     @property
     def mlp_hidden(self) -> int:
@@ -181,8 +193,9 @@ class ApolloConfig:
         for key, cls in subs.items():
             if key in data and not isinstance(data[key], cls):
                 data[key] = _build(cls, data[key], f"{key}.")
-        if "rope_axes" in data:
-            data["rope_axes"] = tuple(data["rope_axes"])
+        for key in ("rope_axes", "self_condition_streams"):
+            if key in data and isinstance(data[key], list):
+                data[key] = tuple(data[key])
         return _build(ApolloConfig, data, "")
 
     @staticmethod

@@ -65,7 +65,7 @@ def assemble(config: ApolloConfig, task: Task, *, video: Tensor | None, audio: T
     t: `[B]` flow time of the generated modalities. estimate: the previous clean estimate of the
     generated streams, read by a model with `self_condition` (ignored by one without)."""
     spec = task.spec
-    estimate = {k: x for k, x in (estimate or {}).items() if k in spec.generates} if config.self_condition else {}
+    estimate = {k: x for k, x in (estimate or {}).items() if k in spec.generates and k in config.self_conditioned}
     v_stream = vt_stream = at_stream = a_stream = None
     if spec.has_video:
         if video is None:
@@ -214,7 +214,9 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
         targets[name] = velocity_target(x0, x1)
     inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond)
     state = {k: v for k, v in noisy.items() if v is not None}
-    if config.self_condition and float(torch.rand(1, generator=generator, device=ref.device)) < SELF_CONDITION_SHARE:
+    # Only a task that generates a self-conditioned stream draws, so the other tasks keep their RNG.
+    reads = any(k in spec.generates for k in config.self_conditioned)
+    if reads and float(torch.rand(1, generator=generator, device=ref.device)) < SELF_CONDITION_SHARE:
         estimate = self_condition_estimate(model, task, inputs, state, t)
         inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond, estimate=estimate)
     pred = velocities(model, task, inputs, state, t)

@@ -214,7 +214,7 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
                 with torch.no_grad():
                     v_alone[m] = velocities(model, sub, inputs, own, tt[:b])[m]
             out = cross_modal_guided(out, v_cond, v_alone, sync)
-        if config.self_condition:
+        if config.self_conditioned:
             previous.update(clean_estimates(task, state, out, tt[:b]))
         return out
 

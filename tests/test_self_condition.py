@@ -145,6 +145,9 @@ def test_init_from_adds_self_conditioning_to_a_trained_model(tmp_path) -> None:
     for k, v in plain.state_dict().items():
         assert torch.equal(state[k], v), k
     assert float(state["video_self_embed.weight"].abs().max()) == 0
+    audio_only = ApolloDiT(SC.replace(self_condition_streams=["audio"]), attention="math")
+    init_weights(audio_only, str(path))
+    assert float(audio_only.state_dict()["audio_self_embed.weight"].abs().max()) == 0
     # the other way round (a file with the projections into a model without them) stays an error
     save_model(tmp_path / "sc.safetensors", sc)
     try:
@@ -153,3 +156,32 @@ def test_init_from_adds_self_conditioning_to_a_trained_model(tmp_path) -> None:
         assert "differs from the run's model" in str(exc)
     else:
         raise AssertionError("a self-conditioned file loaded into a plain model")
+
+
+def test_audio_only_self_conditioning_leaves_the_video_path_alone() -> None:
+    audio_only = CFG.replace(self_condition=True, self_condition_streams=["audio"])
+    assert audio_only.self_condition_streams == ("audio",) and audio_only.self_conditioned == ("audio",)
+    assert CFG.replace(self_condition_streams=["audio"]).self_conditioned == ()  # off unless switched on
+    model = ApolloDiT(audio_only, attention="math")
+    assert model.self_condition_keys() == ["audio_self_embed.weight"]
+    assert not hasattr(model, "video_self_embed")
+    cond, video, audio = _case()
+    t = torch.full((2,), 0.4)
+    est = {"video": torch.randn_like(video), "audio": torch.randn_like(audio)}
+    inputs = assemble(audio_only, Task.T2AV, video=video, audio=audio, t=t, cond=cond, estimate=est)
+    assert inputs.video.self_cond is None and inputs.audio.self_cond is est["audio"]
+    # a task that generates no self-conditioned stream never makes the extra pass nor draws for it
+    rec = Recorder(_randomised(ApolloDiT(audio_only, attention="math")))
+    for seed in range(6):
+        rec.seen.clear()
+        training_loss(rec, Task.T2V, video=video, audio=audio, cond=cond, t=t, generator=torch.Generator().manual_seed(seed))
+        assert len(rec.seen) == 1
+    # the bundle's config round-trips the choice; a bad one is a clear error
+    assert type(audio_only).from_json(audio_only.to_json()) == audio_only
+    for bad in ([], ["audio", "audio"], ["speech"]):
+        try:
+            CFG.replace(self_condition=True, self_condition_streams=bad)
+        except ValueError as exc:
+            assert "self_condition_streams" in str(exc)
+        else:
+            raise AssertionError(f"self_condition_streams={bad} was accepted")

@@ -95,7 +95,9 @@ def init_weights(model: ApolloDiT, source: str) -> None:
     # Self-conditioning may be switched on for a model trained without it: its projections start
     # at zero, so the run begins exactly where the file's model was.
     adds_self = model.config.self_condition and not config.self_condition
-    ignore = {"name": ""} | ({"self_condition": True} if adds_self else {})
+    ignore: dict[str, Any] = {"name": ""}
+    if adds_self:
+        ignore |= {"self_condition": True, "self_condition_streams": model.config.self_condition_streams}
     if config.to_dict() | ignore != model.config.to_dict() | ignore:
         raise ValueError(f"model.init_from {path}: its config (preset {config.name!r}) differs from the run's "
                          f"model {model.config.name!r}; set model.preset/overrides to match it")

@@ -33,9 +33,10 @@ class ApolloDiT(nn.Module):
         self.compute_dtype = dtype if dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
         self.video_embed = ops.Linear(v.patch_dim, d, **kw)
         self.audio_embed = ops.Linear(a.patch_dim, d, **kw)
-        if config.self_condition:
-            # No bias: a missing estimate (zeros) adds exactly nothing.
+        # No bias: a missing estimate (zeros) adds exactly nothing.
+        if "video" in config.self_conditioned:
             self.video_self_embed = ops.Linear(v.patch_dim, d, bias=False, **kw)
+        if "audio" in config.self_conditioned:
             self.audio_self_embed = ops.Linear(a.patch_dim, d, bias=False, **kw)
         self.video_text_norm = RMSNorm(t.caption_dim, **kw)
         self.video_text_embed = ops.Linear(t.caption_dim, d, **kw)
@@ -108,7 +109,7 @@ class ApolloDiT(nn.Module):
             if isinstance(s, LatentStream):
                 tokens = self._patchify(name, s.latent.to(dt))  # [B, N, P]
                 x[name] = (self.video_embed if name == "video" else self.audio_embed)(tokens)  # [B, N, D]
-                if self.config.self_condition and s.self_cond is not None:
+                if name in self.config.self_conditioned and s.self_cond is not None:
                     estimate = self._patchify(name, s.self_cond.to(dt))  # [B, N, P]
                     x[name] = x[name] + getattr(self, f"{name}_self_embed")(estimate)  # [B, N, D]
                 temb, index = self._time(s.timesteps, dt)
@@ -173,7 +174,7 @@ class ApolloDiT(nn.Module):
 
     def self_condition_keys(self) -> list[str]:
         """State-dict names of the self-conditioning projections (none without `self_condition`)."""
-        return [f"{m}_self_embed.weight" for m in ("video", "audio")] if self.config.self_condition else []
+        return [f"{m}_self_embed.weight" for m in self.config.self_conditioned]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
