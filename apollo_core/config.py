@@ -107,7 +107,8 @@ class ApolloConfig:
     # clean estimate of the previous sampling step through a zero-initialised projection, so a
     # small model can keep the layout it committed to early instead of re-inventing it from x_t
     # at every step. Training feeds a no-grad first estimate to half the batches. apollo-tiny
-    # trained with it from scratch drew better audio but dropped objects (assets README).
+    # trained with it from scratch drew better audio but dropped objects; on the audio alone it
+    # drew worse audio and still weaker objects (assets README).
     self_condition: bool = False
     # Which generated streams read their estimate (with `self_condition`); ("audio",) leaves the
     # video path exactly as without it.
