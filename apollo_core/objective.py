@@ -65,7 +65,8 @@ def assemble(config: ApolloConfig, task: Task, *, video: Tensor | None, audio: T
     t: `[B]` flow time of the generated modalities. estimate: the previous clean estimate of the
     generated streams, read by a model with `self_condition` (ignored by one without)."""
     spec = task.spec
-    estimate = {k: x for k, x in (estimate or {}).items() if k in spec.generates and k in config.self_conditioned}
+    reads = estimate_streams(config, task)
+    estimate = {k: x for k, x in (estimate or {}).items() if k in reads}
     v_stream = vt_stream = at_stream = a_stream = None
     if spec.has_video:
         if video is None:
@@ -156,6 +157,12 @@ def foreground_weight(video: Tensor, boost: float, share: float = FOREGROUND_SHA
 SELF_CONDITION_SHARE = 0.5  # the share of training batches that see a first estimate (Analog Bits)
 
 
+def estimate_streams(config: ApolloConfig, task: Task) -> tuple[str, ...]:
+    """The generated streams of `task` that read a self-conditioning estimate (none for a plain
+    model, or when the task generates no self-conditioned stream)."""
+    return tuple(k for k in task.spec.generates if k in config.self_conditioned)
+
+
 def clean_estimates(task: Task, state: dict[str, Tensor], v: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
     """x1_hat per generated stream from its velocity at flow time `t` `[B]` (a given first frame,
     whose velocity is zero, stays as it is)."""
@@ -215,7 +222,7 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
     inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond)
     state = {k: v for k, v in noisy.items() if v is not None}
     # Only a task that generates a self-conditioned stream draws, so the other tasks keep their RNG.
-    reads = any(k in spec.generates for k in config.self_conditioned)
+    reads = estimate_streams(config, task)
     if reads and float(torch.rand(1, generator=generator, device=ref.device)) < SELF_CONDITION_SHARE:
         estimate = self_condition_estimate(model, task, inputs, state, t)
         inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond, estimate=estimate)

@@ -16,7 +16,7 @@ from .checkpoint import load_model, read_config
 from .codecs import AudioCodec, VideoCodec, check_codecs, load_codec
 from .config import ApolloConfig
 from .model.dit import ApolloDiT
-from .objective import Conditioning, assemble, clean_estimates, velocities
+from .objective import Conditioning, assemble, clean_estimates, estimate_streams, velocities
 from .sampling import ANCESTRAL_ETA, Solver, StepCallback, cross_modal_guided, guided, sample
 from .tasks import Role, Task
 from .text import TextEncoder, encode_speech, load_text_encoder
@@ -195,6 +195,7 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
     # A self-conditioned model reads the previous step's (guided) clean estimate; every pass of a
     # step reads the same one. None before the first step.
     previous: dict[str, Tensor] = {}
+    reads = estimate_streams(config, task)
 
     def velocity_fn(state: dict[str, Tensor], t: float) -> dict[str, Tensor]:
         x = {k: torch.cat([v, v]) if guide else v for k, v in state.items()}
@@ -214,8 +215,8 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
                 with torch.no_grad():
                     v_alone[m] = velocities(model, sub, inputs, own, tt[:b])[m]
             out = cross_modal_guided(out, v_cond, v_alone, sync)
-        if config.self_conditioned:
-            previous.update(clean_estimates(task, state, out, tt[:b]))
+        if reads:
+            previous.update(clean_estimates(task, state, {k: out[k] for k in reads}, tt[:b]))
         return out
 
     return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback, eta=eta,
