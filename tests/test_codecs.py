@@ -253,6 +253,23 @@ def test_cli_trains_saves_resumes_and_reports(tmp_path: Path) -> None:
     assert read_codec_metadata(tmp_path / "video_codec.safetensors")["extra"]["trained"]["steps"] == 4
 
 
+def test_cli_overrides_video_latent_geometry(tmp_path: Path) -> None:
+    # A finer codec for a model with a larger patch: the codec file records the geometry it was
+    # trained at, and a size that TinyVideoVAE cannot build is refused before any rendering.
+    argv = ["--preset", "debug", "--source", "synthetic", "--out", str(tmp_path), "--minutes", "1", "--which", "video",
+            "--max-steps", "1", "--clips", "2", "--held-out", "2", "--size", "16", "--seconds", "1",
+            "--video-latent-channels", "3"]
+    with pytest.raises(SystemExit):
+        train.main(argv + ["--video-spatial-compression", "3"])
+    assert not (tmp_path / "video_codec.safetensors").exists()
+    report = train.main(argv + ["--video-spatial-compression", "2"])
+    codec = load_codec(tmp_path / "video_codec.safetensors", kind="tiny_video")
+    assert (codec.spatial_compression, codec.latent_channels) == (2, 3)
+    assert (report["video_spatial_compression"], report["video_latent_channels"]) == (2, 3)
+    config = get_preset("debug").replace(**{"video.spatial_compression": 2, "video.latent_channels": 3})
+    check_codecs(config, video_codec=codec)
+
+
 def test_decoder_only_training_keeps_the_latent_space(tmp_path: Path) -> None:
     # A model trained on a codec's latents stays valid only if encode() and the latent statistics
     # are untouched: --decoder-only must change the decoder and nothing else.

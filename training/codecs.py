@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "are, so a model trained on these latents needs no retraining")
     parser.add_argument("--video-latent-channels", type=int,
                         help="override the preset's video latent channels (a model then needs a preset to match)")
+    parser.add_argument("--video-spatial-compression", type=int,
+                        help="override the preset's video spatial compression, a power of two (a model then needs a "
+                             "preset to match, e.g. a larger patch for the same token count)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.clips < 1 or args.held_out < 1:
         parser.error("--minutes, --clips and --held-out must be positive")
@@ -359,6 +362,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.video_latent_channels < 1:
             parser.error("--video-latent-channels must be >= 1")
         config = config.replace(**{"video.latent_channels": args.video_latent_channels})
+    if args.video_spatial_compression is not None:
+        n = args.video_spatial_compression
+        if n < 2 or n & (n - 1):
+            parser.error(f"--video-spatial-compression must be a power of two >= 2 (2, 4, 8, ...), got {n}")
+        config = config.replace(**{"video.spatial_compression": n})
     make = world_source if args.source == "world" else synthetic_source
     source = make(config, args.seconds, args.size)
     t0 = time.perf_counter()
@@ -372,7 +380,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report_path = args.out / "codecs_report.json"
     report: dict[str, Any] = json.loads(report_path.read_text()) if args.resume and report_path.is_file() else {}
     report.update(preset=args.preset, source=args.source, seed=args.seed, train_clips=args.clips,
-                  held_out_clips=args.held_out, video_latent_channels=config.video.latent_channels)
+                  held_out_clips=args.held_out, video_latent_channels=config.video.latent_channels,
+                  video_spatial_compression=config.video.spatial_compression)
     for name in ("video", "audio") if args.which == "both" else (args.which,):
         report[name] = _train_one(name, args, config, train_set, held)
     _write_json(report_path, report)
