@@ -270,6 +270,22 @@ def test_cli_overrides_video_latent_geometry(tmp_path: Path) -> None:
     check_codecs(config, video_codec=codec)
 
 
+def test_cli_shapes_a_new_audio_codec(tmp_path: Path) -> None:
+    argv = ["--preset", "debug", "--source", "synthetic", "--out", str(tmp_path), "--minutes", "1", "--which", "audio",
+            "--max-steps", "1", "--clips", "2", "--held-out", "2", "--size", "16", "--seconds", "1"]
+    hop = get_preset("debug").audio.hop
+    with pytest.raises(SystemExit):  # strides that do not multiply to the hop
+        train.main(argv + ["--audio-strides", str(hop + 1)])
+    with pytest.raises(SystemExit):  # one width for two stages
+        train.main(argv + ["--audio-strides", "2", str(hop // 2), "--audio-widths", "8"])
+    assert not (tmp_path / "audio_codec.safetensors").exists()
+    train.main(argv + ["--audio-strides", "2", str(hop // 2), "--audio-widths", "8", "16"])
+    codec = load_codec(tmp_path / "audio_codec.safetensors", kind="tiny_audio")
+    assert (codec.strides, codec.widths) == ((2, hop // 2), (8, 16))
+    with pytest.raises(SystemExit):  # a resumed codec keeps the layout it was saved with
+        train.main(argv + ["--resume", "--audio-strides", "2", str(hop // 2)])
+
+
 def test_decoder_only_training_keeps_the_latent_space(tmp_path: Path) -> None:
     # A model trained on a codec's latents stays valid only if encode() and the latent statistics
     # are untouched: --decoder-only must change the decoder and nothing else.

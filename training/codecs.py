@@ -351,6 +351,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--video-spatial-compression", type=int,
                         help="override the preset's video spatial compression, a power of two (a model then needs a "
                              "preset to match, e.g. a larger patch for the same token count)")
+    parser.add_argument("--audio-strides", type=int, nargs="+",
+                        help="the audio codec's stride per stage, multiplying to the hop (default: few strides of "
+                             "at most 10, smallest first)")
+    parser.add_argument("--audio-widths", type=int, nargs="+", help="the audio codec's channels per stage")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.clips < 1 or args.held_out < 1:
         parser.error("--minutes, --clips and --held-out must be positive")
@@ -367,6 +371,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if n < 2 or n & (n - 1):
             parser.error(f"--video-spatial-compression must be a power of two >= 2 (2, 4, 8, ...), got {n}")
         config = config.replace(**{"video.spatial_compression": n})
+    audio_shape = {k: tuple(v) for k, v in (("strides", args.audio_strides), ("widths", args.audio_widths)) if v}
+    if audio_shape and not args.resume:
+        try:  # a bad layout fails here, before minutes of rendering
+            TinyAudioVAE.from_config(config.audio, **audio_shape)
+        except ValueError as exc:
+            parser.error(f"--audio-strides/--audio-widths: {exc}")
+    elif audio_shape:
+        parser.error("--audio-strides/--audio-widths shape a new audio codec; --resume continues the saved one")
+    args.audio_shape = audio_shape
     make = world_source if args.source == "world" else synthetic_source
     source = make(config, args.seconds, args.size)
     t0 = time.perf_counter()
@@ -401,7 +414,7 @@ def _train_one(name: str, args: argparse.Namespace, config: ApolloConfig, data: 
     elif name == "video":
         codec = TinyVideoVAE.from_config(config.video)
     else:
-        codec = TinyAudioVAE.from_config(config.audio)
+        codec = TinyAudioVAE.from_config(config.audio, **args.audio_shape)
     check_codecs(config, **{f"{name}_codec": codec})
     common = dict(lr=args.lr, beta=args.beta, seed=args.seed, max_steps=args.max_steps, decoder_only=args.decoder_only)
     # Refitting the latent statistics would move the latent space a model was trained in.
