@@ -372,13 +372,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"--video-spatial-compression must be a power of two >= 2 (2, 4, 8, ...), got {n}")
         config = config.replace(**{"video.spatial_compression": n})
     audio_shape = {k: tuple(v) for k, v in (("strides", args.audio_strides), ("widths", args.audio_widths)) if v}
-    if audio_shape and not args.resume:
+    if audio_shape and args.resume:
+        parser.error("--audio-strides/--audio-widths shape a new audio codec; --resume continues the saved one")
+    if audio_shape:
         try:  # a bad layout fails here, before minutes of rendering
             TinyAudioVAE.from_config(config.audio, **audio_shape)
         except ValueError as exc:
             parser.error(f"--audio-strides/--audio-widths: {exc}")
-    elif audio_shape:
-        parser.error("--audio-strides/--audio-widths shape a new audio codec; --resume continues the saved one")
     args.audio_shape = audio_shape
     make = world_source if args.source == "world" else synthetic_source
     source = make(config, args.seconds, args.size)
