@@ -319,6 +319,17 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
+def _audio_layout(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v) for k, v in (("strides", args.audio_strides), ("widths", args.audio_widths)) if v}
+
+
+def _new_codec(name: str, args: argparse.Namespace, config: ApolloConfig) -> TinyVideoVAE | TinyAudioVAE:
+    """A fresh codec of the config's geometry, in the layout the command line asks for."""
+    if name == "video":
+        return TinyVideoVAE.from_config(config.video)
+    return TinyAudioVAE.from_config(config.audio, **_audio_layout(args))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="apollo-tiny")
@@ -366,20 +377,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.video_latent_channels < 1:
             parser.error("--video-latent-channels must be >= 1")
         config = config.replace(**{"video.latent_channels": args.video_latent_channels})
-    if args.video_spatial_compression is not None:
-        n = args.video_spatial_compression
-        if n < 2 or n & (n - 1):
-            parser.error(f"--video-spatial-compression must be a power of two >= 2 (2, 4, 8, ...), got {n}")
-        config = config.replace(**{"video.spatial_compression": n})
-    audio_shape = {k: tuple(v) for k, v in (("strides", args.audio_strides), ("widths", args.audio_widths)) if v}
-    if audio_shape and args.resume:
+    if _audio_layout(args) and args.resume:
         parser.error("--audio-strides/--audio-widths shape a new audio codec; --resume continues the saved one")
-    if audio_shape:
-        try:  # a bad layout fails here, before minutes of rendering
-            TinyAudioVAE.from_config(config.audio, **audio_shape)
+    # A layout the codec classes refuse fails here, before minutes of rendering.
+    if args.video_spatial_compression is not None:
+        try:
+            config = config.replace(**{"video.spatial_compression": args.video_spatial_compression})
+            _new_codec("video", args, config)
+        except ValueError as exc:
+            parser.error(f"--video-spatial-compression: {exc}")
+    if _audio_layout(args):
+        try:
+            _new_codec("audio", args, config)
         except ValueError as exc:
             parser.error(f"--audio-strides/--audio-widths: {exc}")
-    args.audio_shape = audio_shape
     make = world_source if args.source == "world" else synthetic_source
     source = make(config, args.seconds, args.size)
     t0 = time.perf_counter()
@@ -411,10 +422,8 @@ def _train_one(name: str, args: argparse.Namespace, config: ApolloConfig, data: 
         codec = load_codec(path, kind=f"tiny_{name}")
         previous.update(read_codec_metadata(path)["extra"].get("trained", {}))
         print(f"resuming {path} after {previous['minutes']:.1f} min, {previous['steps']} steps", flush=True)
-    elif name == "video":
-        codec = TinyVideoVAE.from_config(config.video)
     else:
-        codec = TinyAudioVAE.from_config(config.audio, **args.audio_shape)
+        codec = _new_codec(name, args, config)
     check_codecs(config, **{f"{name}_codec": codec})
     common = dict(lr=args.lr, beta=args.beta, seed=args.seed, max_steps=args.max_steps, decoder_only=args.decoder_only)
     # Refitting the latent statistics would move the latent space a model was trained in.
