@@ -1,10 +1,10 @@
-"""The training objective's optional loss weightings: audio onsets, video objects."""
+"""The training objective's optional loss weightings: audio onsets, video objects, video motion."""
 import torch
 
 from apollo_core.config import get_preset
 from apollo_core.flow import masked_mse
 from apollo_core.model.dit import ApolloDiT
-from apollo_core.objective import Conditioning, foreground_weight, onset_weight, training_loss
+from apollo_core.objective import Conditioning, foreground_weight, motion_weight, onset_weight, training_loss
 from apollo_core.tasks import Task
 
 CFG = get_preset("debug")
@@ -35,6 +35,21 @@ def test_foreground_weight_boosts_the_object_pixels_of_each_frame() -> None:
     w = foreground_weight(video, boost=2.0, share=2 / 64)  # 2 of the batch's 64 latent pixels
     assert w.shape == (2, 1, 2, 4, 4)
     assert (w[:, 0] > 1).nonzero().tolist() == [[0, 0, 1, 2], [1, 1, 3, 0]]
+    assert torch.all(w[w > 1] == 3.0) and torch.all(w[w <= 1] == 1.0)
+
+
+def test_motion_weight_boosts_where_an_object_leaves_and_arrives() -> None:
+    video = torch.zeros(2, 3, 3, 4, 4)
+    video[0] += torch.tensor([0.5, -1.0, 2.0]).view(3, 1, 1, 1)  # clip 0: a coloured background
+    video[0, :, :, 1, 1] = 3.0  # clip 0: an object that stays put in every frame
+    video[1, :, 0, 2, 0] = 3.0  # clip 1: an object moving one latent pixel per frame
+    video[1, :, 1, 2, 1] = 3.0
+    video[1, :, 2, 2, 2] = 3.0
+    w = motion_weight(video, boost=2.0, share=7 / 96)  # 7 of the batch's 96 latent pixels
+    assert w.shape == (2, 1, 3, 4, 4)
+    # each frame: the pixels whose latent changes from the previous frame or into the next one
+    boosted = sorted(tuple(i) for i in (w[:, 0] > 1).nonzero().tolist())
+    assert boosted == [(1, 0, 2, 0), (1, 0, 2, 1), (1, 1, 2, 0), (1, 1, 2, 1), (1, 1, 2, 2), (1, 2, 2, 1), (1, 2, 2, 2)]
     assert torch.all(w[w > 1] == 3.0) and torch.all(w[w <= 1] == 1.0)
 
 
@@ -75,6 +90,19 @@ def test_foreground_boost_changes_only_the_video_term() -> None:
             return training_loss(model, task, video=video, audio=audio, cond=cond,
                                  generator=torch.Generator().manual_seed(5), **boost)
     base, zero, boosted = loss(Task.T2AV), loss(Task.T2AV, foreground_boost=0.0), loss(Task.T2AV, foreground_boost=2.0)
+    assert torch.equal(base["video"], zero["video"])
+    assert torch.equal(base["audio"], boosted["audio"])
+    assert not torch.allclose(base["video"], boosted["video"])
+
+
+def test_motion_boost_changes_only_the_video_term() -> None:
+    model, cond, video, audio = _tiny_case()
+
+    def loss(**boost: float) -> dict:
+        with torch.no_grad():
+            return training_loss(model, Task.T2AV, video=video, audio=audio, cond=cond,
+                                 generator=torch.Generator().manual_seed(5), **boost)
+    base, zero, boosted = loss(), loss(motion_boost=0.0), loss(motion_boost=2.0)
     assert torch.equal(base["video"], zero["video"])
     assert torch.equal(base["audio"], boosted["audio"])
     assert not torch.allclose(base["video"], boosted["video"])

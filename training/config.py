@@ -89,6 +89,9 @@ class StageConfig:
     onset_boost: float = 0.0
     # Extra video loss weight on the objects' latent pixels (apollo_core.objective.foreground_weight).
     foreground_boost: float = 0.0
+    # Extra video loss weight on latent pixels that change between frames (objects arriving or
+    # leaving; apollo_core.objective.motion_weight).
+    motion_boost: float = 0.0
 
     def task_weights(self) -> dict[Task, float]:
         return {Task.parse(k): float(v) for k, v in self.tasks.items()}
@@ -397,6 +400,7 @@ def _check_stage(cfg: RunConfig, i: int, stage: StageConfig) -> None:
     _range(f"{p}.caption_dropout", stage.caption_dropout, 0.0, 1.0, high_open=True)
     _non_negative(f"{p}.onset_boost", stage.onset_boost)
     _non_negative(f"{p}.foreground_boost", stage.foreground_boost)
+    _non_negative(f"{p}.motion_boost", stage.motion_boost)
     _positive(f"{p}.lr.peak", stage.lr.peak)
     _non_negative(f"{p}.lr.warmup", stage.lr.warmup)
     _choice(f"{p}.lr.schedule", stage.lr.schedule, SCHEDULES)

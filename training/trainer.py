@@ -242,7 +242,8 @@ class Trainer:
                                            generator=self.noise, logit_mean=flow.logit_mean,
                                            logit_std=flow.logit_std, shift=flow.shift,
                                            onset_boost=stage.onset_boost,
-                                           foreground_boost=stage.foreground_boost)
+                                           foreground_boost=stage.foreground_boost,
+                                           motion_boost=stage.motion_boost)
                 self.acc.backward(losses["total"] / accum)
             tasks.append(task)
             for j, name in enumerate(("video", "audio", "total")):
