@@ -101,12 +101,69 @@ def add_ablate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     return p
 
 
+def parse_perturbation(text: str) -> tuple[str, str, float]:
+    """`kind:strength` (e.g. `noise:0.05`, `temporal:0.3`) -> (name, kind, strength)."""
+    from .robustness import KINDS
+
+    kind, _, value = text.partition(":")
+    try:
+        strength = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KIND:STRENGTH (e.g. noise:0.05, temporal:0.3)") from None
+    if kind not in KINDS:
+        raise argparse.ArgumentTypeError(f"unknown perturbation kind {kind!r} in {text!r}; choose one of {', '.join(KINDS)}")
+    return f"{kind} {strength:g}", kind, strength
+
+
+def robustness_command(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from apollo_core.codecs import load_codec
+    from apollo_core.pipeline import load_bundle
+    from training.data.world import HELDOUT_PATH, load_specs
+
+    from .robustness import PERTURBATIONS, format_robustness, run_robustness
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    bundle = load_bundle(args.checkpoint)
+    if args.video_codec:
+        bundle = dataclasses.replace(bundle, video_codec=load_codec(args.video_codec, kind="tiny_video"))
+    specs = load_specs(args.specs or HELDOUT_PATH)[: args.n]
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    perturbations = (("none", "noise", 0.0), *args.perturb) if args.perturb else PERTURBATIONS
+    results = {"command": " ".join(["apollo-av", "bench", "robustness", *args.argv]), "specs": len(specs),
+               "perturbations": run_robustness(bundle, specs, perturbations=perturbations, log=log)}
+    print(format_robustness(results["perturbations"]))
+    if args.json:
+        print(f"wrote {write_json_atomic(args.json, results)}")
+    return 0
+
+
+def add_robustness_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("robustness", help="decode real clips' latents with controlled errors and score what "
+                              "the detectors read (compares video codecs before a model is trained on one)")
+    p.add_argument("--checkpoint", help="folder with model + codecs (default: embedded apollo-tiny); its video "
+                   "codec and clip geometry are used")
+    p.add_argument("--video-codec", help="a TinyVideoVAE safetensors file to test instead of the checkpoint's")
+    p.add_argument("--specs", help="scene specs, JSONL (default: the held-out set)")
+    p.add_argument("--n", type=int, default=24, help="specs: the first N of the file (default 24)")
+    p.add_argument("--perturb", nargs="+", type=parse_perturbation, metavar="KIND:STRENGTH",
+                   help="perturbations to run besides none, e.g. noise:0.05 temporal:0.3 (noise: variance; "
+                        "spatial/temporal: blur share 0-1); default: noise 0.01 and 0.05, spatial and temporal 0.3")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", help="write the results here (JSON)")
+    p.set_defaults(func=robustness_command)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cli", description="APOLLO-AV benchmarks")
     sub = parser.add_subparsers(dest="bench", required=True)
     add_quality_parser(sub)
     add_perf_parser(sub)
     add_ablate_parser(sub)
+    add_robustness_parser(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv[1:]
