@@ -165,8 +165,8 @@ def motion_weight(video: Tensor, boost: float, share: float = MOTION_SHARE) -> T
 
     Why: a small model draws a moving object as a still blob at its mean place; per latent pixel
     that costs little, since the object covers about one pixel of each frame. The pixels it
-    leaves and enters are where that costs, and this boost makes them weigh more (measured on
-    apollo-tiny: its assets README)."""
+    leaves and enters are where that costs, and this boost makes them weigh more. On apollo-tiny's
+    third run it did not move motion and doubled FD video (its assets README): off by default."""
     x = video.float()
     step = (x[:, :, 1:] - x[:, :, :-1]).norm(dim=1, keepdim=True)  # [B, 1, T-1, H, W]
     pad = torch.zeros_like(step[:, :, :1])

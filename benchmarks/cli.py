@@ -17,10 +17,21 @@ SYNC_HELP = ("cross-modal guidance of the {0} in tasks that also have {1} (0 = o
              "recommended value, else 0)")
 
 
-def quality_command(args: argparse.Namespace) -> int:
+def read_specs(path: str | None) -> list | None:
+    """The scene specs of `--specs` (None: the bench's default set); an unreadable file is a clear error."""
     from training.data.world import load_specs
 
-    specs = load_specs(args.specs) if args.specs else None
+    if not path:
+        return None
+    try:
+        return load_specs(path)
+    except OSError as exc:
+        raise ValueError(f"--specs {path}: cannot read it ({exc.strerror or exc}); give a JSONL file of scene "
+                         "specs") from None
+
+
+def quality_command(args: argparse.Namespace) -> int:
+    specs = read_specs(args.specs)
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     results = run_quality(args.checkpoint, specs, args.tasks, args.n, args.steps, args.seed,
                           reference=not args.no_reference, video_cfg=args.video_cfg, audio_cfg=args.audio_cfg,
@@ -63,11 +74,9 @@ def add_quality_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 
 def ablate_command(args: argparse.Namespace) -> int:
-    from training.data.world import load_specs
-
     from .ablate import format_ablation, run_ablation
 
-    specs = load_specs(args.specs) if args.specs else None
+    specs = read_specs(args.specs)
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     results = run_ablation(budget_minutes=args.budget_minutes, seeds=args.seeds, variants=args.variants,
                            out_dir=args.out, base_config=args.config, n=args.n, sample_steps=args.steps, specs=specs,
@@ -129,7 +138,7 @@ def robustness_command(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.checkpoint)
     if args.video_codec:
         bundle = dataclasses.replace(bundle, video_codec=load_codec(args.video_codec, kind="tiny_video"))
-    specs = load_specs(args.specs or HELDOUT_PATH)[: args.n]
+    specs = (read_specs(args.specs) if args.specs else load_specs(HELDOUT_PATH))[: args.n]
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     perturbations = (("none", "noise", 0.0), *args.perturb) if args.perturb else PERTURBATIONS
     results = {"command": " ".join(["apollo-av", "bench", "robustness", *args.argv]), "specs": len(specs),

@@ -61,7 +61,7 @@ def perturb(x: Tensor, kind: str, strength: float, generator: torch.Generator | 
     if kind == "noise":
         if strength < 0:
             raise ValueError(f"noise variance must be >= 0, got {strength}")
-        return x + math.sqrt(strength) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return x + math.sqrt(strength) * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"{kind} blur share must be in [0, 1], got {strength}")
     if kind == "spatial":

@@ -59,3 +59,5 @@ def test_cli_writes_json_and_refuses_a_bad_perturbation(tmp_path, capsys) -> Non
     assert "unknown perturbation kind 'fuzz'" in capsys.readouterr().err
     assert bench_main(["robustness", "--n", "1", "--video-codec", str(tmp_path / "missing.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert bench_main(["robustness", "--specs", str(tmp_path / "none.jsonl")]) == 2
+    assert "--specs" in capsys.readouterr().err
