@@ -120,7 +120,8 @@ def parse_perturbation(text: str) -> tuple[str, str, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not KIND:STRENGTH (e.g. noise:0.05, temporal:0.3)") from None
     if kind not in KINDS:
-        raise argparse.ArgumentTypeError(f"unknown perturbation kind {kind!r} in {text!r}; choose one of {', '.join(KINDS)}")
+        raise argparse.ArgumentTypeError(f"unknown perturbation kind {kind!r} in {text!r}; "
+                                         f"choose one of {', '.join(KINDS)}")
     return f"{kind} {strength:g}", kind, strength
 
 
@@ -140,7 +141,7 @@ def robustness_command(args: argparse.Namespace) -> int:
         bundle = dataclasses.replace(bundle, video_codec=load_codec(args.video_codec, kind="tiny_video"))
     specs = (read_specs(args.specs) if args.specs else load_specs(HELDOUT_PATH))[: args.n]
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    perturbations = (("none", "noise", 0.0), *args.perturb) if args.perturb else PERTURBATIONS
+    perturbations = (PERTURBATIONS[0], *args.perturb) if args.perturb else PERTURBATIONS  # always the clean row first
     results = {"command": " ".join(["apollo-av", "bench", "robustness", *args.argv]), "specs": len(specs),
                "perturbations": run_robustness(bundle, specs, perturbations=perturbations, log=log)}
     print(format_robustness(results["perturbations"]))

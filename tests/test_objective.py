@@ -1,4 +1,5 @@
 """The training objective's optional loss weightings: audio onsets, video objects, video motion."""
+import pytest
 import torch
 
 from apollo_core.config import get_preset
@@ -69,40 +70,27 @@ def _tiny_case():
     return model, cond, video, audio
 
 
-def test_onset_boost_changes_only_the_audio_term() -> None:
-    model, cond, video, audio = _tiny_case()
+def _t2av_losses(model, cond, video, audio, **boost: float) -> dict:
+    """T2AV losses of one fixed noise draw, so two calls differ only by the boosts."""
+    with torch.no_grad():
+        return training_loss(model, Task.T2AV, video=video, audio=audio, cond=cond,
+                             generator=torch.Generator().manual_seed(5), **boost)
 
-    def loss(**boost: float) -> dict:
-        with torch.no_grad():
-            return training_loss(model, Task.T2AV, video=video, audio=audio, cond=cond,
-                                 generator=torch.Generator().manual_seed(5), **boost)
-    base, zero, boosted = loss(), loss(onset_boost=0.0), loss(onset_boost=3.0)
+
+def test_onset_boost_changes_only_the_audio_term() -> None:
+    case = _tiny_case()
+    base = _t2av_losses(*case)
+    zero, boosted = _t2av_losses(*case, onset_boost=0.0), _t2av_losses(*case, onset_boost=3.0)
     assert torch.equal(base["audio"], zero["audio"])  # no boost is the plain mean
     assert torch.equal(base["video"], boosted["video"])
     assert not torch.allclose(base["audio"], boosted["audio"])
 
 
-def test_foreground_boost_changes_only_the_video_term() -> None:
-    model, cond, video, audio = _tiny_case()
-
-    def loss(task: Task, **boost: float) -> dict:
-        with torch.no_grad():
-            return training_loss(model, task, video=video, audio=audio, cond=cond,
-                                 generator=torch.Generator().manual_seed(5), **boost)
-    base, zero, boosted = loss(Task.T2AV), loss(Task.T2AV, foreground_boost=0.0), loss(Task.T2AV, foreground_boost=2.0)
-    assert torch.equal(base["video"], zero["video"])
-    assert torch.equal(base["audio"], boosted["audio"])
-    assert not torch.allclose(base["video"], boosted["video"])
-
-
-def test_motion_boost_changes_only_the_video_term() -> None:
-    model, cond, video, audio = _tiny_case()
-
-    def loss(**boost: float) -> dict:
-        with torch.no_grad():
-            return training_loss(model, Task.T2AV, video=video, audio=audio, cond=cond,
-                                 generator=torch.Generator().manual_seed(5), **boost)
-    base, zero, boosted = loss(), loss(motion_boost=0.0), loss(motion_boost=2.0)
+@pytest.mark.parametrize("option", ["foreground_boost", "motion_boost"])
+def test_video_boosts_change_only_the_video_term(option: str) -> None:
+    case = _tiny_case()
+    base = _t2av_losses(*case)
+    zero, boosted = _t2av_losses(*case, **{option: 0.0}), _t2av_losses(*case, **{option: 2.0})
     assert torch.equal(base["video"], zero["video"])
     assert torch.equal(base["audio"], boosted["audio"])
     assert not torch.allclose(base["video"], boosted["video"])
