@@ -262,12 +262,20 @@ def test_cli_overrides_video_latent_geometry(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         train.main(argv + ["--video-spatial-compression", "3"])
     assert not (tmp_path / "video_codec.safetensors").exists()
-    report = train.main(argv + ["--video-spatial-compression", "2"])
+    with pytest.raises(SystemExit):
+        train.main(argv + ["--video-temporal-compression", "0"])
+    assert not (tmp_path / "video_codec.safetensors").exists()
+    report = train.main(argv + ["--video-spatial-compression", "2", "--video-temporal-compression", "1"])
     codec = load_codec(tmp_path / "video_codec.safetensors", kind="tiny_video")
-    assert (codec.spatial_compression, codec.latent_channels) == (2, 3)
-    assert (report["video_spatial_compression"], report["video_latent_channels"]) == (2, 3)
-    config = get_preset("debug").replace(**{"video.spatial_compression": 2, "video.latent_channels": 3})
+    assert (codec.spatial_compression, codec.temporal_compression, codec.latent_channels) == (2, 1, 3)
+    assert (report["video_spatial_compression"], report["video_temporal_compression"],
+            report["video_latent_channels"]) == (2, 1, 3)
+    config = get_preset("debug").replace(**{"video.spatial_compression": 2, "video.temporal_compression": 1,
+                                            "video.latent_channels": 3})
     check_codecs(config, video_codec=codec)
+    with pytest.raises(ValueError, match="temporal"):
+        check_codecs(get_preset("debug").replace(**{"video.spatial_compression": 2, "video.latent_channels": 3}),
+                     video_codec=codec)
 
 
 def test_cli_shapes_a_new_audio_codec(tmp_path: Path) -> None:

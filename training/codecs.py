@@ -362,6 +362,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--video-spatial-compression", type=int,
                         help="override the preset's video spatial compression, a power of two (a model then needs a "
                              "preset to match, e.g. a larger patch for the same token count)")
+    parser.add_argument("--video-temporal-compression", type=int,
+                        help="override the preset's pixel frames per latent frame (a model then needs a preset to "
+                             "match, e.g. video.patch_t 2 at 1 for the same token count)")
     parser.add_argument("--audio-strides", type=int, nargs="+",
                         help="the audio codec's stride per stage, multiplying to the hop (default: few strides of "
                              "at most 10, smallest first)")
@@ -380,12 +383,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if _audio_layout(args) and args.resume:
         parser.error("--audio-strides/--audio-widths shape a new audio codec; --resume continues the saved one")
     # A layout the codec classes refuse fails here, before minutes of rendering.
-    if args.video_spatial_compression is not None:
+    for flag in ("spatial", "temporal"):
+        value = getattr(args, f"video_{flag}_compression")
+        if value is None:
+            continue
         try:
-            config = config.replace(**{"video.spatial_compression": args.video_spatial_compression})
+            config = config.replace(**{f"video.{flag}_compression": value})
             _new_codec("video", args, config)
         except ValueError as exc:
-            parser.error(f"--video-spatial-compression: {exc}")
+            parser.error(f"--video-{flag}-compression: {exc}")
     if _audio_layout(args):
         try:
             _new_codec("audio", args, config)
@@ -405,7 +411,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(report_path.read_text()) if args.resume and report_path.is_file() else {}
     report.update(preset=args.preset, source=args.source, seed=args.seed, train_clips=args.clips,
                   held_out_clips=args.held_out, video_latent_channels=config.video.latent_channels,
-                  video_spatial_compression=config.video.spatial_compression)
+                  video_spatial_compression=config.video.spatial_compression,
+                  video_temporal_compression=config.video.temporal_compression)
     for name in ("video", "audio") if args.which == "both" else (args.which,):
         report[name] = _train_one(name, args, config, train_set, held)
     _write_json(report_path, report)
