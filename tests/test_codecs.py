@@ -276,6 +276,11 @@ def test_cli_overrides_video_latent_geometry(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="temporal"):
         check_codecs(get_preset("debug").replace(**{"video.spatial_compression": 2, "video.latent_channels": 3}),
                      video_codec=codec)
+    # Resuming it without the flags it was trained with is a clear exit, and the file stays as it was.
+    before = (tmp_path / "video_codec.safetensors").read_bytes()
+    with pytest.raises(SystemExit, match="temporal_compression=1 .*resume with the --preset and --video-"):
+        train.main(argv + ["--video-spatial-compression", "2", "--resume"])
+    assert (tmp_path / "video_codec.safetensors").read_bytes() == before
 
 
 def test_cli_shapes_a_new_audio_codec(tmp_path: Path) -> None:

@@ -431,7 +431,11 @@ def _train_one(name: str, args: argparse.Namespace, config: ApolloConfig, data: 
         print(f"resuming {path} after {previous['minutes']:.1f} min, {previous['steps']} steps", flush=True)
     else:
         codec = _new_codec(name, args, config)
-    check_codecs(config, **{f"{name}_codec": codec})
+    try:
+        check_codecs(config, **{f"{name}_codec": codec})
+    except ValueError as exc:  # a saved codec of another geometry than the preset and flags say
+        raise SystemExit(f"--resume {path}: {exc}; resume with the --preset and --video-* flags it was trained "
+                         "with") from None
     common = dict(lr=args.lr, beta=args.beta, seed=args.seed, max_steps=args.max_steps, decoder_only=args.decoder_only)
     # Refitting the latent statistics would move the latent space a model was trained in.
     if name == "video":
