@@ -397,6 +397,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _new_codec("audio", args, config)
         except ValueError as exc:
             parser.error(f"--audio-strides/--audio-widths: {exc}")
+    names = ("video", "audio") if args.which == "both" else (args.which,)
+    # A saved codec of another geometry than the preset and flags say fails here, before the rendering.
+    for name in names if args.resume else ():
+        path = args.out / f"{name}_codec.safetensors"
+        if not path.is_file():
+            continue
+        try:
+            check_codecs(config, **{f"{name}_codec": load_codec(path, kind=f"tiny_{name}")})
+        except ValueError as exc:
+            parser.error(f"--resume {path}: {exc}; resume with the --preset and --video-* flags it was trained with")
     make = world_source if args.source == "world" else synthetic_source
     source = make(config, args.seconds, args.size)
     t0 = time.perf_counter()
@@ -413,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   held_out_clips=args.held_out, video_latent_channels=config.video.latent_channels,
                   video_spatial_compression=config.video.spatial_compression,
                   video_temporal_compression=config.video.temporal_compression)
-    for name in ("video", "audio") if args.which == "both" else (args.which,):
+    for name in names:
         report[name] = _train_one(name, args, config, train_set, held)
     _write_json(report_path, report)
     return report
@@ -431,11 +441,7 @@ def _train_one(name: str, args: argparse.Namespace, config: ApolloConfig, data: 
         print(f"resuming {path} after {previous['minutes']:.1f} min, {previous['steps']} steps", flush=True)
     else:
         codec = _new_codec(name, args, config)
-    try:
-        check_codecs(config, **{f"{name}_codec": codec})
-    except ValueError as exc:  # a saved codec of another geometry than the preset and flags say
-        raise SystemExit(f"--resume {path}: {exc}; resume with the --preset and --video-* flags it was trained "
-                         "with") from None
+    check_codecs(config, **{f"{name}_codec": codec})
     common = dict(lr=args.lr, beta=args.beta, seed=args.seed, max_steps=args.max_steps, decoder_only=args.decoder_only)
     # Refitting the latent statistics would move the latent space a model was trained in.
     if name == "video":
