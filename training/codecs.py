@@ -398,15 +398,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except ValueError as exc:
             parser.error(f"--audio-strides/--audio-widths: {exc}")
     names = ("video", "audio") if args.which == "both" else (args.which,)
-    # A saved codec of another geometry than the preset and flags say fails here, before the rendering.
-    for name in names if args.resume else ():
+    # The codecs --resume continues, loaded once; one of another geometry than the preset and flags
+    # say fails here, before the rendering.
+    saved = {}
+    for name in names:
         path = args.out / f"{name}_codec.safetensors"
-        if not path.is_file():
-            continue
-        try:
-            check_codecs(config, **{f"{name}_codec": load_codec(path, kind=f"tiny_{name}")})
-        except ValueError as exc:
-            parser.error(f"--resume {path}: {exc}; resume with the --preset and --video-* flags it was trained with")
+        if args.resume and path.is_file():
+            saved[name] = load_codec(path, kind=f"tiny_{name}")
+            try:
+                check_codecs(config, **{f"{name}_codec": saved[name]})
+            except ValueError as exc:
+                parser.error(f"--resume {path}: {exc}; resume with the --preset and --video-* flags it was trained with")
     make = world_source if args.source == "world" else synthetic_source
     source = make(config, args.seconds, args.size)
     t0 = time.perf_counter()
@@ -424,24 +426,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   video_spatial_compression=config.video.spatial_compression,
                   video_temporal_compression=config.video.temporal_compression)
     for name in names:
-        report[name] = _train_one(name, args, config, train_set, held)
+        report[name] = _train_one(name, args, config, train_set, held, saved.get(name))
     _write_json(report_path, report)
     return report
 
 
-def _train_one(name: str, args: argparse.Namespace, config: ApolloConfig, data: ClipSet, held: ClipSet) -> dict[str, Any]:
-    """Train (or with --resume, continue training) one codec, measure it on `held`, save it."""
+def _train_one(name: str, args: argparse.Namespace, config: ApolloConfig, data: ClipSet, held: ClipSet,
+               saved: TinyVideoVAE | TinyAudioVAE | None) -> dict[str, Any]:
+    """Train one codec (or continue `saved`, the one --resume loaded), measure it on `held`, save it."""
     path = args.out / f"{name}_codec.safetensors"
     previous = {"minutes": 0.0, "steps": 0}
     if args.decoder_only and not path.is_file():
         raise SystemExit(f"--decoder-only: no {name} codec at {path} to finetune; train one first (without --decoder-only)")
-    if args.resume and path.is_file():
-        codec = load_codec(path, kind=f"tiny_{name}")
+    if saved is not None:  # main checked its geometry
+        codec = saved
         previous.update(read_codec_metadata(path)["extra"].get("trained", {}))
         print(f"resuming {path} after {previous['minutes']:.1f} min, {previous['steps']} steps", flush=True)
     else:
         codec = _new_codec(name, args, config)
-    check_codecs(config, **{f"{name}_codec": codec})
     common = dict(lr=args.lr, beta=args.beta, seed=args.seed, max_steps=args.max_steps, decoder_only=args.decoder_only)
     # Refitting the latent statistics would move the latent space a model was trained in.
     if name == "video":
