@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import ApolloConfig
-from .flow import clean_estimate, interpolate, logit_normal, masked_mse, shift_time, to_velocity, velocity_target
+from .flow import (clean_estimate, interpolate, logit_normal, masked_mse, shift_time, time_weight, to_velocity,
+                   velocity_target)
 from .streams import ApolloInputs, audio_stream, text_stream, video_stream
 from .tasks import Role, Task
 
@@ -205,13 +206,15 @@ def self_condition_estimate(model: nn.Module, task: Task, inputs: ApolloInputs, 
 def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: Tensor | None, cond: Conditioning,
                   generator: torch.Generator | None = None, t: Tensor | None = None, logit_mean: float = 0.0,
                   logit_std: float = 1.0, shift: float = 1.0, onset_boost: float = 0.0,
-                  foreground_boost: float = 0.0, motion_boost: float = 0.0) -> dict[str, Tensor]:
+                  foreground_boost: float = 0.0, motion_boost: float = 0.0,
+                  weight_cap: float = 0.0) -> dict[str, Tensor]:
     """Flow-matching loss of one task on clean latents x1 (Eq. 7-9): a scalar per generated
     modality plus `total`. Given modalities are fed clean; absent ones are not in the sequence.
     `onset_boost` > 0 weights the generated audio's onset frames up (`onset_weight`),
     `foreground_boost` > 0 the generated video's object latent pixels (`foreground_weight`),
     `motion_boost` > 0 its latent pixels that change from frame to frame (`motion_weight`); each
-    loss stays a weighted mean, so its scale is comparable. A model with `self_condition` reads,
+    loss stays a weighted mean, so its scale is comparable. `weight_cap` > 0 caps the weight
+    1/(1-t)^2 the velocity loss puts on each sample's clean-estimate error (`flow.time_weight`). A model with `self_condition` reads,
     on a `SELF_CONDITION_SHARE` of the calls, its own no-grad clean estimate first."""
     config: ApolloConfig = model.config
     spec = task.spec
@@ -249,6 +252,7 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
         inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond, estimate=estimate)
     pred = velocities(model, task, inputs, state, t)
     losses: dict[str, Tensor] = {}
+    per_sample = time_weight(t.float(), weight_cap)  # [B]
     for name, target in targets.items():
         if name == "video":
             w = frame_weight(task, clean[name])
@@ -260,6 +264,6 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
                 w = mw if w is None else mw * w
         else:
             w = onset_weight(clean[name], onset_boost) if onset_boost > 0 else None
-        losses[name] = masked_mse(pred[name], target, w).mean()
+        losses[name] = (masked_mse(pred[name], target, w) * per_sample).mean()
     losses["total"] = sum(losses.values())
     return losses

@@ -116,6 +116,17 @@ def test_x1_prediction_converts_to_velocity():
         flow.to_velocity(x1, xt, t, "eps")
 
 
+def test_time_weight_caps_the_clean_estimate_weight():
+    t = torch.tensor([0.0, 0.5, 0.75, 0.95])
+    assert torch.equal(flow.time_weight(t, 0.0), torch.ones(4))  # 0 = off
+    # cap 4: 1/(1-t)^2 <= 4 up to t = 0.5 (unchanged), above it scaled down to exactly 4
+    w = flow.time_weight(t, 4.0)
+    assert torch.allclose(w, torch.tensor([1.0, 1.0, 0.25, 0.01]))
+    assert torch.allclose(w / (1 - t) ** 2, torch.tensor([1.0, 4.0, 4.0, 4.0]))
+    with pytest.raises(ValueError, match="cap must be >= 0"):
+        flow.time_weight(t, -1.0)
+
+
 def test_masked_mse_ignores_weighted_out_elements():
     pred, target = torch.zeros(2, 1, 4, 1, 1), torch.ones(2, 1, 4, 1, 1)
     target[:, :, 0] = 100.0

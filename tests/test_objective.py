@@ -94,3 +94,23 @@ def test_video_boosts_change_only_the_video_term(option: str) -> None:
     assert torch.equal(base["video"], zero["video"])
     assert torch.equal(base["audio"], boosted["audio"])
     assert not torch.allclose(base["video"], boosted["video"])
+
+
+
+def test_weight_cap_scales_each_sample_by_its_capped_time_weight() -> None:
+    model, cond, video, audio = _tiny_case()
+    t = torch.tensor([0.3, 0.9])  # time weights 1/(1-t)^2 = 2.04 and 100
+
+    def video_loss(cap: float) -> float:
+        with torch.no_grad():
+            return training_loss(model, Task.T2V, video=video, audio=None, cond=cond, t=t, weight_cap=cap,
+                                 generator=torch.Generator().manual_seed(5))["video"].item()
+
+    plain, cap4, cap25 = video_loss(0.0), video_loss(4.0), video_loss(25.0)
+    # the batch mean of per-sample losses a (t=0.3) and b (t=0.9): plain (a + b) / 2; cap 4 keeps a
+    # and scales b by 4 * 0.1^2, cap 25 by 25 * 0.1^2. Two equations give a and b, the third must fit.
+    b = (plain - cap4) * 2 / (1 - 0.04)
+    a = 2 * plain - b
+    assert a > 0 and b > 0
+    assert cap25 == pytest.approx((a + 0.25 * b) / 2, rel=1e-4)
+    assert video_loss(1e6) == pytest.approx(plain, rel=1e-5)  # a cap above every weight changes nothing

@@ -60,6 +60,7 @@ def test_unknown_key_is_named_with_its_path() -> None:
     (("stages", 0, "foreground_boost"), -0.5, r"stages\[0\]\.foreground_boost must be >= 0"),
     (("stages", 0, "motion_boost"), -0.5, r"stages\[0\]\.motion_boost must be >= 0"),
     (("precision",), "fp8", "precision='fp8'"),
+    (("flow", "weight_cap"), -1.0, r"flow\.weight_cap must be >= 0"),
 ])
 def test_bad_stage_values(path: tuple, value: object, match: str) -> None:
     raw = raw_debug()

@@ -68,6 +68,9 @@ class FlowConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0
+    # Cap on the weight 1/(1-t)^2 that the velocity loss puts on a sample's clean-estimate error
+    # (apollo_core.flow.time_weight); 0 = uncapped. Training only: validation losses stay plain.
+    weight_cap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -436,6 +439,7 @@ def _check_stage(cfg: RunConfig, i: int, stage: StageConfig) -> None:
 def _check_flow(path: str, flow: FlowConfig) -> None:
     _positive(f"{path}.logit_std", flow.logit_std)
     _positive(f"{path}.shift", flow.shift)
+    _non_negative(f"{path}.weight_cap", flow.weight_cap)
 
 
 def _weights(path: str, weights: dict[str, float]) -> None:

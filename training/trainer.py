@@ -243,7 +243,7 @@ class Trainer:
                                            logit_std=flow.logit_std, shift=flow.shift,
                                            onset_boost=stage.onset_boost,
                                            foreground_boost=stage.foreground_boost,
-                                           motion_boost=stage.motion_boost)
+                                           motion_boost=stage.motion_boost, weight_cap=flow.weight_cap)
                 self.acc.backward(losses["total"] / accum)
             tasks.append(task)
             for j, name in enumerate(("video", "audio", "total")):
