@@ -214,8 +214,9 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
     `foreground_boost` > 0 the generated video's object latent pixels (`foreground_weight`),
     `motion_boost` > 0 its latent pixels that change from frame to frame (`motion_weight`); each
     loss stays a weighted mean, so its scale is comparable. `weight_cap` > 0 caps the weight
-    1/(1-t)^2 the velocity loss puts on each sample's clean-estimate error (`flow.time_weight`). A model with `self_condition` reads,
-    on a `SELF_CONDITION_SHARE` of the calls, its own no-grad clean estimate first."""
+    1/(1-t)^2 the velocity loss puts on each sample's clean-estimate error (`flow.time_weight`).
+    A model with `self_condition` reads, on a `SELF_CONDITION_SHARE` of the calls, its own no-grad
+    clean estimate first."""
     config: ApolloConfig = model.config
     spec = task.spec
     ref = video if video is not None else audio
