@@ -96,7 +96,6 @@ def test_video_boosts_change_only_the_video_term(option: str) -> None:
     assert not torch.allclose(base["video"], boosted["video"])
 
 
-
 def test_weight_cap_scales_each_sample_by_its_capped_time_weight() -> None:
     model, cond, video, audio = _tiny_case()
     t = torch.tensor([0.3, 0.9])  # time weights 1/(1-t)^2 = 2.04 and 100
