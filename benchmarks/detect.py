@@ -250,7 +250,8 @@ def classify_shape(track: ObjectTrack, alpha: np.ndarray, size: int) -> str:
         blurs = [(_blur_matrix(a.shape[0], b * size), _blur_matrix(a.shape[1], b * size)) for b in SHAPE_BLURS if b > 0]
         for shape, r_of in radius.items():
             r = r_of(track.area[j])
-            cy = track.cy[j] - r / 3 if shape == "triangle" else track.cy[j]  # a triangle's centroid is r/3 below its centre
+            # a triangle's centroid lies r/3 below the centre `coverage` draws it around
+            cy = track.cy[j] - r / 3 if shape == "triangle" else track.cy[j]
             t = coverage(shape, np.array([track.cx[j]]), np.array([cy]), np.array([r]), max(h, w), box)[0]  # [h', w']
             fits = [t] + [gy @ t @ gx.T for gy, gx in blurs]
             error[shape] += min(float(((f - a) ** 2).sum()) for f in fits) / track.area[j]
