@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ TALKER_SKIN = 0.15  # skin share of the frame above which the clip shows the tal
 # Gaussian blurs (sigma / frame size; 0 to 3 px at 64 px) a shape template may carry: a codec's or a
 # model's frames round corners and spread edges, so a shape is read as the best fit over blurs.
 SHAPE_BLURS = (0.0, 0.75 / 64, 1.5 / 64, 2.25 / 64, 3.0 / 64)
+# Half-extent r of each shape from its area: circle pi r^2, square (2r)^2, triangle (base 2r, height 2r) 2 r^2.
+_HALF_EXTENT = {"circle": lambda a: math.sqrt(a / math.pi), "square": lambda a: math.sqrt(a) / 2,
+                "triangle": lambda a: math.sqrt(a / 2)}
 MOTION_RANGE = 0.15  # centre travel / frame size that counts as sliding or bouncing
 PULSE_AREA_RATIO = 1.5  # largest / smallest visible area of a pulsing object (2.25 at the top of a swell)
 PULSE_JUMP = 1.4  # area ratio to the previous frame at a pulse onset (1.69 exactly, 1.23 the frame after)
@@ -182,6 +186,13 @@ def _window(alpha: np.ndarray, reach: int) -> tuple[int, int, np.ndarray]:
     return y0, x0, alpha[y0: my + reach + 1, x0: mx + reach + 1]
 
 
+def _shape_frames(visible: np.ndarray, left: np.ndarray, right: np.ndarray, top: np.ndarray, w: int) -> np.ndarray:
+    """[T] bool: the frames a shape is read from: visible ones clear of the frame's sides and top
+    (a cut-off object has the wrong outline), or every visible one when none is."""
+    inside = visible & (left > 0.5) & (right < w - 0.5) & (top > 0.5)
+    return inside if inside.any() else visible
+
+
 def _track(color: str, alpha: np.ndarray, size: int) -> ObjectTrack | None:
     """An object of one colour from its coverage `[T, H, W]`, or None when no frame holds a compact
     blob of it. Per frame, only pixels within WINDOW x size of the coverage's median point count,
@@ -213,17 +224,19 @@ def _track(color: str, alpha: np.ndarray, size: int) -> ObjectTrack | None:
     visible = shown & (area >= VISIBLE_SHARE * area[shown].max())
     for arr in (cx, cy, top, bottom, left, right, fill_all):
         arr[~visible] = np.nan
-    inside = visible & (left > 0.5) & (right < w - 0.5) & (top > 0.5)
-    pick = fill_all[inside] if inside.any() else fill_all[visible]
+    pick = fill_all[_shape_frames(visible, left, right, top, w)]
     fill = float(np.nanmedian(pick))
     return ObjectTrack(color, np.where(visible, area, 0.0), cx, cy, top, bottom, left, right, visible, fill)
 
 
+@lru_cache(maxsize=256)
 def _blur_matrix(n: int, sigma: float) -> np.ndarray:
     """[n, n] Gaussian blur along one axis (zero outside): `G @ x` blurs the rows of x."""
     d = np.arange(n, dtype=np.float32)
     k = np.exp(-0.5 * ((d[:, None] - d[None, :]) / sigma) ** 2)
-    return k / k.sum(1, keepdims=True).max()  # one normalisation: mass leaves at the window's edge
+    g = k / k.sum(1, keepdims=True).max()  # one normalisation: mass leaves at the window's edge
+    g.setflags(write=False)  # cached and shared between calls
+    return g
 
 
 def classify_shape(track: ObjectTrack, alpha: np.ndarray, size: int) -> str:
@@ -234,21 +247,16 @@ def classify_shape(track: ObjectTrack, alpha: np.ndarray, size: int) -> str:
     (square 1.0, circle 0.785, triangle 0.5) does not survive blur: through the shipped video
     codec a small square fills 0.50-0.79 of its box and a small circle 0.51-0.70."""
     h, w = alpha.shape[1:]
-    vis = track.visible
-    inside = vis & (track.left > 0.5) & (track.right < w - 0.5) & (track.top > 0.5)
-    frames = np.flatnonzero(inside if inside.any() else vis)
+    frames = np.flatnonzero(_shape_frames(track.visible, track.left, track.right, track.top, w))
     if len(frames) == 0:
         return ""
     reach = int(math.ceil(WINDOW * size))
-    # half-extent r of each shape from its area: circle pi r^2, square 4 r^2, triangle 2 r^2
-    radius = {"circle": lambda a: math.sqrt(a / math.pi), "square": lambda a: math.sqrt(a) / 2,
-              "triangle": lambda a: math.sqrt(a / 2)}
-    error = dict.fromkeys(radius, 0.0)
+    error = dict.fromkeys(_HALF_EXTENT, 0.0)
     for j in frames:
         y0, x0, a = _window(alpha[j], reach)
         box = (y0, y0 + a.shape[0], x0, x0 + a.shape[1])
         blurs = [(_blur_matrix(a.shape[0], b * size), _blur_matrix(a.shape[1], b * size)) for b in SHAPE_BLURS if b > 0]
-        for shape, r_of in radius.items():
+        for shape, r_of in _HALF_EXTENT.items():
             r = r_of(track.area[j])
             # a triangle's centroid lies r/3 below the centre `coverage` draws it around
             cy = track.cy[j] - r / 3 if shape == "triangle" else track.cy[j]
