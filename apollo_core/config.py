@@ -113,6 +113,12 @@ class ApolloConfig:
     # Which generated streams read their estimate (with `self_condition`); ("audio",) leaves the
     # video path exactly as without it.
     self_condition_streams: tuple[str, ...] = ("video", "audio")
+    # Correlation of the video's flow noise between neighbouring latent frames (AR(1) along time,
+    # unit variance per element; 0 = independent, the usual Gaussian). With it, the noise hides
+    # what changes from frame to frame less than what stays, so the clip's motion shows through
+    # earlier in sampling (PYoCo, Ge et al. 2023). A property of the weights: the noise a model
+    # was trained on is the noise it must sample from.
+    video_noise_corr: float = 0.0
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -140,6 +146,9 @@ class ApolloConfig:
             raise ValueError(f"config {self.name!r}: self_condition_streams={streams} must name video and/or "
                              "audio, each once")
         check.choice("prediction", self.prediction, PREDICTIONS)
+        if not (isinstance(self.video_noise_corr, (int, float)) and 0.0 <= self.video_noise_corr < 1.0):
+            raise ValueError(f"config {self.name!r}: video_noise_corr must be in [0, 1) (0 = independent noise), "
+                             f"got {self.video_noise_corr!r}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"config {self.name!r}: mlp_ratio must be > 0, got {self.mlp_ratio}")
         for sub in (self.video, self.audio, self.text):

@@ -18,6 +18,26 @@ def logit_normal(batch: int, *, mean: float = 0.0, std: float = 1.0, generator: 
     return torch.sigmoid(z)
 
 
+def frame_noise(shape: tuple[int, ...] | torch.Size, corr: float = 0.0, *, generator: torch.Generator | None = None,
+                device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    """Standard normal noise `[B, C, T, ...]` whose frames (axis 2) follow an AR(1) chain with
+    correlation `corr` between neighbours (corr^k k frames apart); every element keeps unit
+    variance. corr = 0 returns exactly `torch.randn(shape, generator=...)`, so seeds keep their clips."""
+    if not 0.0 <= corr < 1.0:
+        raise ValueError(f"frame_noise: corr must be in [0, 1), got {corr}")
+    source = device if generator is None else generator.device
+    z = torch.randn(tuple(shape), generator=generator, device=source, dtype=dtype)
+    if device is not None:
+        z = z.to(device)
+    if corr == 0.0 or z.ndim < 3:
+        return z
+    fresh = math.sqrt(1.0 - corr * corr)
+    frames = [z[:, :, 0]]  # each [B, C, ...]
+    for k in range(1, z.shape[2]):
+        frames.append(corr * frames[-1] + fresh * z[:, :, k])
+    return torch.stack(frames, dim=2)  # [B, C, T, ...]
+
+
 def shift_time(t: Tensor, shift: float) -> Tensor:
     """Resolution shift on the noise level sigma = 1 - t: sigma' = s*sigma / (1 + (s-1)*sigma).
     shift > 1 spends more of training/sampling near noise, as larger inputs need."""

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import ApolloConfig
-from .flow import (clean_estimate, interpolate, logit_normal, masked_mse, shift_time, time_weight, to_velocity,
-                   velocity_target)
+from .flow import (clean_estimate, frame_noise, interpolate, logit_normal, masked_mse, shift_time, time_weight,
+                   to_velocity, velocity_target)
 from .streams import ApolloInputs, audio_stream, text_stream, video_stream
 from .tasks import Role, Task
 
@@ -237,7 +237,8 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
         if role is Role.GIVEN:
             noisy[name] = x1
             continue
-        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        corr = config.video_noise_corr if name == "video" else 0.0
+        x0 = frame_noise(x1.shape, corr, generator=generator, device=x1.device, dtype=x1.dtype)
         tt = video_time(task, t, x1.shape[2]) if name == "video" else t
         xt = interpolate(x0, x1, tt)
         if name == "video" and spec.first_frame_given:

@@ -15,6 +15,7 @@ from .avio import AVClip, fit_audio
 from .checkpoint import load_model, read_config
 from .codecs import AudioCodec, VideoCodec, check_codecs, load_codec
 from .config import ApolloConfig
+from .flow import frame_noise
 from .model.dit import ApolloDiT
 from .objective import Conditioning, assemble, clean_estimates, estimate_streams, velocities
 from .sampling import ANCESTRAL_ETA, Solver, StepCallback, cross_modal_guided, guided, sample
@@ -220,7 +221,7 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
         return out
 
     return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback, eta=eta,
-                  generator=generator)
+                  generator=generator, noise_corr={"video": config.video_noise_corr})
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,7 @@ def generate(bundle: Bundle, request: Request, callback: StepCallback | None = N
     gen = torch.Generator().manual_seed(request.seed)
     init: dict[str, Tensor] = {}
     if spec.has_video:
-        init["video"] = torch.randn(1, *geo.video_latent, generator=gen)
+        init["video"] = frame_noise((1, *geo.video_latent), config.video_noise_corr, generator=gen)
         if spec.video is Role.GIVEN:
             init["video"] = encode_frames(bundle.video_codec, request.video[None, : geo.frames])
         elif spec.first_frame_given:

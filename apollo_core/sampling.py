@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .flow import clean_estimate, noise_estimate, shift_time
+from .flow import clean_estimate, frame_noise, noise_estimate, shift_time
 
 State = dict[str, Tensor]
 # The ancestral solver's default share of fresh noise per step (measured on apollo-tiny: assets README).
@@ -61,8 +61,10 @@ def cross_modal_guided(v: State, v_joint: State, v_alone: State, scales: dict[st
 
 def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1.0, solver: "str | Solver" = "euler",
            callback: StepCallback | None = None, eta: float = ANCESTRAL_ETA,
-           generator: torch.Generator | None = None) -> State:
-    """eta and generator: the ancestral solver's share of fresh noise per step and its noise source."""
+           generator: torch.Generator | None = None, noise_corr: dict[str, float] | None = None) -> State:
+    """eta and generator: the ancestral solver's share of fresh noise per step and its noise source.
+    noise_corr: per stream, the frame-to-frame correlation of that fresh noise (`flow.frame_noise`;
+    the model's own, e.g. `{"video": config.video_noise_corr}`; absent streams draw independent noise)."""
     solver = Solver.parse(solver)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1] (the share of fresh noise per ancestral step), got {eta}")
@@ -76,7 +78,7 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
         if solver is Solver.EULER:
             x = _axpy(x, v, t1 - t0)
         elif solver is Solver.EULER_ANCESTRAL:
-            x = _ancestral(x, v, t0, t1, eta, generator)
+            x = _ancestral(x, v, t0, t1, eta, generator, noise_corr or {})
         elif solver is Solver.HEUN:
             x_pred = _axpy(x, v, t1 - t0)
             if i < steps - 1:
@@ -94,7 +96,8 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
     return x
 
 
-def _ancestral(x: State, v: State, t0: float, t1: float, eta: float, generator: torch.Generator | None) -> State:
+def _ancestral(x: State, v: State, t0: float, t1: float, eta: float, generator: torch.Generator | None,
+               noise_corr: dict[str, float]) -> State:
     """DDIM with fresh noise on the path x_t = t x1 + (1 - t) x0: from the clean estimate x1_hat
     and the noise x0_hat the velocity implies, x(t1) = t1 x1_hat + sqrt((1-t1)^2 - c^2) x0_hat + c z
     with c^2 = eta (1-t1)^2 (1 - r^2), r = t0 (1-t1) / (t1 (1-t0)): eta = 1 is DDPM's ancestral
@@ -112,8 +115,7 @@ def _ancestral(x: State, v: State, t0: float, t1: float, eta: float, generator: 
             continue
         x1_hat = clean_estimate(x[k], v[k], t0)  # [B, C, ...]
         x0_hat = noise_estimate(x[k], v[k], t0)  # [B, C, ...]
-        source = x[k].device if generator is None else generator.device
-        z = torch.randn(x[k].shape, generator=generator, dtype=x[k].dtype, device=source).to(x[k].device)
+        z = frame_noise(x[k].shape, noise_corr.get(k, 0.0), generator=generator, device=x[k].device, dtype=x[k].dtype)
         out[k] = torch.where(v[k] == 0, x[k], t1 * x1_hat + keep * x0_hat + c * z)
     return out
 

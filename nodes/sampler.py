@@ -13,6 +13,7 @@ from comfy_api.latest import io
 
 from ..apollo_core.avio import fit_audio
 from ..apollo_core.codecs import check_codecs
+from ..apollo_core.flow import frame_noise
 from ..apollo_core.pipeline import denoise, encode_frames, encode_image, encode_waveform
 from ..apollo_core.sampling import Solver
 from ..apollo_core.tasks import Role, Task
@@ -61,7 +62,7 @@ def initial_state(model: ApolloModel, codecs: ApolloCodecs, task: Task, geo: Any
     init: dict[str, Tensor] = {}
     given: dict[str, Tensor] = {}
     if spec.has_video:
-        init["video"] = torch.randn(batch, *geo.video_latent, generator=gen)
+        init["video"] = frame_noise((batch, *geo.video_latent), config.video_noise_corr, generator=gen)
         if spec.video is Role.GIVEN:
             step = config.video.temporal_compression * config.video.patch_t / config.video.fps
             frames = _batched(video_frames(video, config.video.fps, geo.frames, geo.width, geo.height, step),

@@ -39,6 +39,8 @@ def test_unknown_option_names_the_field():
         ({"prediction": "eps"}, "prediction"),
         ({"video.fps": 0}, "VideoConfig.fps"),
         ({"audio.hop": -1}, "AudioConfig.hop"),
+        ({"video_noise_corr": 1.0}, "video_noise_corr"),
+        ({"video_noise_corr": -0.1}, "video_noise_corr"),
     ],
 )
 def test_inconsistent_options_raise(override, field):

@@ -138,3 +138,54 @@ def test_masked_mse_ignores_weighted_out_elements():
 def test_resolution_shift_grows_with_tokens():
     assert flow.resolution_shift(4096) > flow.resolution_shift(256)
     assert math.isclose(flow.resolution_shift(256), math.exp(0.5))
+
+
+def test_frame_noise_is_plain_randn_at_zero_and_an_ar1_chain_otherwise():
+    shape = (4000, 2, 5, 3)  # [B, C, T, H]
+    plain = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(flow.frame_noise(shape, 0.0, generator=torch.Generator().manual_seed(7)), plain)
+    z = flow.frame_noise(shape, 0.7, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    frames = z.transpose(0, 2).reshape(5, -1)  # [T, everything else]
+    assert torch.allclose(frames.var(dim=1), torch.ones(5, dtype=torch.float64), atol=0.03)
+    corr = torch.corrcoef(frames)
+    for lag in (1, 2, 4):
+        assert torch.diagonal(corr, lag).mean().item() == pytest.approx(0.7**lag, abs=0.02)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="corr"):
+            flow.frame_noise(shape, bad)
+
+
+def exact_velocity_correlated(mu: float, s: float, rho: float, frames: int):
+    """Exact velocity for x0 ~ N(0, S) over `frames` (S_ij = rho^|i-j|), x1 ~ N(mu, s^2 I), on
+    states `[N, 1, frames]`: E[x1 - x0 | x_t] from the joint Gaussian."""
+    idx = torch.arange(frames, dtype=torch.float64)
+    cov0 = rho ** (idx[:, None] - idx[None, :]).abs()  # [T, T]
+    eye = torch.eye(frames, dtype=torch.float64)
+
+    def v(state, t):
+        x = state["x"][:, 0]  # [N, T]
+        gain = torch.linalg.inv(t * t * s * s * eye + (1 - t) ** 2 * cov0)  # [T, T]
+        r = (x - t * mu) @ gain  # [N, T], gain is symmetric
+        x1 = mu + t * s * s * r
+        x0 = (1 - t) * r @ cov0
+        return {"x": (x1 - x0)[:, None]}
+
+    return v
+
+
+@pytest.mark.parametrize("matched", [True, False])
+def test_ancestral_sampler_needs_the_models_frame_correlation(matched):
+    """With frame-correlated model noise, the ancestral solver reaches independent frames only if
+    its fresh noise has the same correlation; independent fresh noise leaves them correlated."""
+    mu, s, rho, frames = 1.0, 0.5, 0.8, 4
+    init = flow.frame_noise((40_000, 1, frames), rho, generator=torch.Generator().manual_seed(0),
+                            dtype=torch.float64)
+    out = sampling.sample(exact_velocity_correlated(mu, s, rho, frames), {"x": init}, steps=100,
+                          solver="euler_ancestral", eta=1.0, generator=torch.Generator().manual_seed(1),
+                          noise_corr={"x": rho} if matched else None)["x"][:, 0]
+    assert abs(out.mean().item() - mu) < 0.02
+    lag1 = torch.diagonal(torch.corrcoef(out.T), 1).mean().item()
+    if matched:
+        assert abs(lag1) < 0.03 and abs(out.std().item() - s) < 0.02
+    else:
+        assert abs(lag1) > 0.1

@@ -1,4 +1,5 @@
-"""The training objective's optional loss weightings: audio onsets, video objects, video motion."""
+"""The training objective's options: audio onset, video object and motion weightings, and
+frame-correlated video noise."""
 import pytest
 import torch
 
@@ -113,3 +114,42 @@ def test_weight_cap_scales_each_sample_by_its_capped_time_weight() -> None:
     assert a > 0 and b > 0
     assert cap25 == pytest.approx((a + 0.25 * b) / 2, rel=1e-4)
     assert video_loss(1e6) == pytest.approx(plain, rel=1e-5)  # a cap above every weight changes nothing
+
+
+@pytest.mark.parametrize("corr", [0.0, 0.9])
+def test_training_noise_follows_the_models_video_frame_correlation(corr: float) -> None:
+    """At t = 0 the model reads the noise itself: its video frames carry the config's correlation,
+    the audio's neighbouring latent frames none."""
+    model = ApolloDiT(CFG.replace(video_noise_corr=corr), attention="math").eval()
+    _, cond, video, audio = _tiny_case()
+    n = 32
+    cond = Conditioning.cat([cond] * (n // 2))
+    video, audio = video.repeat(n // 2, 1, 1, 1, 1), audio.repeat(n // 2, 1, 1)
+    seen = {}
+    model.register_forward_pre_hook(lambda m, args: seen.update(video=args[0].video.latent, audio=args[0].audio.latent))
+    with torch.no_grad():
+        training_loss(model, Task.T2AV, video=video, audio=audio, cond=cond, t=torch.zeros(n),
+                      generator=torch.Generator().manual_seed(3))
+
+    def lag1(x: torch.Tensor) -> float:  # mean correlation of neighbouring frames (axis 2)
+        frames = x.transpose(0, 2).reshape(x.shape[2], -1)
+        return torch.diagonal(torch.corrcoef(frames), 1).mean().item()
+
+    assert lag1(seen["video"]) == pytest.approx(corr, abs=0.06)
+    assert lag1(seen["audio"]) == pytest.approx(0.0, abs=0.06)
+
+
+def test_init_from_may_change_the_video_noise_correlation(tmp_path) -> None:
+    """The noise is a training choice: a plain model fine-tunes onto frame-correlated noise, while
+    a real shape difference still refuses to load."""
+    from apollo_core.checkpoint import save_model
+    from training.trainer import init_weights
+
+    plain, _, _, _ = _tiny_case()
+    save_model(tmp_path / "m.safetensors", plain)
+    corr = ApolloDiT(CFG.replace(video_noise_corr=0.7), attention="math")
+    init_weights(corr, str(tmp_path / "m.safetensors"))
+    for k, v in plain.state_dict().items():
+        assert torch.equal(corr.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="differs from the run's model"):
+        init_weights(ApolloDiT(CFG.replace(depth=3), attention="math"), str(tmp_path / "m.safetensors"))

@@ -168,6 +168,25 @@ def test_ancestral_sampler_repeats_per_seed_and_keeps_given_content(bundle):
     assert not torch.allclose(out["video"][:, :, 1:], init["video"][:, :, 1:])
 
 
+def test_video_noise_follows_the_models_frame_correlation(bundle, monkeypatch):
+    """A model trained on frame-correlated video noise starts from it and re-noises with it."""
+    import apollo_core.pipeline as pipeline
+    plain = bundle.model.config
+    monkeypatch.setattr(bundle.model, "config", plain.replace(video_noise_corr=0.95))
+    seen, corrs = [], []
+    hook = bundle.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].video.latent[:1].clone()))
+    real_sample = pipeline.sample
+    monkeypatch.setattr(pipeline, "sample", lambda *a, **k: corrs.append(k["noise_corr"]) or real_sample(*a, **k))
+    try:
+        generate(bundle, Request(task=Task.T2V, video_prompt="a red ball", steps=2, seed=3, solver="euler_ancestral"))
+    finally:
+        hook.remove()
+    x = seen[0]  # [1, C, T, H, W] the initial noise: the first call is at t = 0
+    frames = x.transpose(0, 2).reshape(x.shape[2], -1)
+    assert torch.diagonal(torch.corrcoef(frames), 1).mean().item() > 0.85
+    assert corrs == [{"video": 0.95}]
+
+
 def _encode(bundle, v, a, s):
     from apollo_core.pipeline import encode_prompts
 

@@ -95,7 +95,9 @@ def init_weights(model: ApolloDiT, source: str) -> None:
     # Self-conditioning may be switched on for a model trained without it: its projections start
     # at zero, so the run begins exactly where the file's model was.
     adds_self = model.config.self_condition and not config.self_condition
-    ignore: dict[str, Any] = {"name": ""}
+    # The video noise's frame correlation may change too (no weight depends on it; the run's value
+    # is what its export records and samples with).
+    ignore: dict[str, Any] = {"name": "", "video_noise_corr": 0.0}
     if adds_self:
         ignore |= {"self_condition": True, "self_condition_streams": model.config.self_condition_streams}
     if config.to_dict() | ignore != model.config.to_dict() | ignore:
