@@ -117,7 +117,8 @@ class ApolloConfig:
     # unit variance per element; 0 = independent, the usual Gaussian). With it, the noise hides
     # what changes from frame to frame less than what stays, so the clip's motion shows through
     # earlier in sampling (PYoCo, Ge et al. 2023). A property of the weights: the noise a model
-    # was trained on is the noise it must sample from.
+    # was trained on is the noise it must sample from. apollo-tiny trained with 0.7 lost sync and
+    # moving objects (assets README).
     video_noise_corr: float = 0.0
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
