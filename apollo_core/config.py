@@ -120,6 +120,12 @@ class ApolloConfig:
     # was trained on is the noise it must sample from. apollo-tiny trained with 0.7 lost sync and
     # moving objects (assets README).
     video_noise_corr: float = 0.0
+    # Each generated stream's adaLN vector also carries its caption, mean-pooled (SD3's pooled text
+    # vector, per stream here: the video's caption for the video, the audio's for the audio), on
+    # top of the caption tokens in the joint attention. A global path: every token learns what the
+    # clip should hold (e.g. which shape) without first finding the word by attention. Its last
+    # projection starts at zero, so it can be switched on for a trained model (init_from).
+    pooled_text: bool = False
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     text: TextConfig = field(default_factory=TextConfig)

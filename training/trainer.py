@@ -95,18 +95,24 @@ def init_weights(model: ApolloDiT, source: str) -> None:
     # Self-conditioning may be switched on for a model trained without it: its projections start
     # at zero, so the run begins exactly where the file's model was.
     adds_self = model.config.self_condition and not config.self_condition
+    # So may the pooled captions (their output layer starts at zero too).
+    adds_pooled = model.config.pooled_text and not config.pooled_text
     # The video noise's frame correlation may change too (no weight depends on it; the run's value
     # is what its export records and samples with).
     ignore: dict[str, Any] = {"name": "", "video_noise_corr": 0.0}
     if adds_self:
         ignore |= {"self_condition": True, "self_condition_streams": model.config.self_condition_streams}
+    if adds_pooled:
+        ignore |= {"pooled_text": True}
     if config.to_dict() | ignore != model.config.to_dict() | ignore:
         raise ValueError(f"model.init_from {path}: its config (preset {config.name!r}) differs from the run's "
                          f"model {model.config.name!r}; set model.preset/overrides to match it")
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_state(path).items()}
+    own = model.state_dict()
     if adds_self:
-        own = model.state_dict()
         state |= {k: own[k] for k in model.self_condition_keys()}
+    if adds_pooled:
+        state |= {k: own[k] for k in model.pooled_text_keys()}
     validate_state(model, state, str(path))
     model.load_state_dict(state)
 

@@ -14,7 +14,8 @@ from ..config import ApolloConfig
 from ..streams import ApolloInputs, LatentStream, TextStream, video_token_grid
 from .attention import Backend, get_attention, resolve
 from .block import BlockContext, DualTowerBlock, JointBlock, StreamContext
-from .layers import CastOps, FinalLayer, Modulation, RMSNorm, SpeechTextEncoder, TimestepEmbedder, factory
+from .layers import (CastOps, FinalLayer, Modulation, PooledTextEmbedder, RMSNorm, SpeechTextEncoder, TimestepEmbedder,
+                     factory)
 from .rope import rope_cos_sin
 
 State = tuple[dict[str, Tensor], BlockContext]
@@ -45,6 +46,9 @@ class ApolloDiT(nn.Module):
         self.speech = SpeechTextEncoder(t.speech_vocab, t.speech_dim, t.speech_layers, t.speech_heads,
                                         t.max_speech_tokens, d, attn, dtype=dtype, device=device, operations=ops)
         self.time_embed = TimestepEmbedder(d, dtype=dtype, device=device, operations=ops)
+        if config.pooled_text:
+            self.video_text_pool = PooledTextEmbedder(t.caption_dim, d, dtype=dtype, device=device, operations=ops)
+            self.audio_text_pool = PooledTextEmbedder(t.caption_dim, d, dtype=dtype, device=device, operations=ops)
         # Nothing reads the caption streams after the last block: it only needs their keys/values.
         last_only = ("video_text", "audio_text")
         blocks = []
@@ -79,9 +83,13 @@ class ApolloDiT(nn.Module):
         for head in (self.video_head, self.audio_head):
             nn.init.zeros_(head.linear.weight)
             nn.init.zeros_(head.linear.bias)
-        # Self-conditioning starts as a no-op, so it can be added to a trained model (init_from).
+        # Self-conditioning and the pooled captions start as no-ops, so either can be added to a
+        # trained model (init_from).
         for name in self.self_condition_keys():
             nn.init.zeros_(self.get_parameter(name))
+        if self.config.pooled_text:
+            for pool in (self.video_text_pool, self.audio_text_pool):
+                nn.init.zeros_(pool.fc2.weight)  # its bias is zero already
         for block in self.blocks:
             if isinstance(block, DualTowerBlock):
                 for cross in (block.video_from_audio, block.audio_from_video):
@@ -104,6 +112,7 @@ class ApolloDiT(nn.Module):
         dt = self.compute_dtype
         x: dict[str, Tensor] = {}
         streams: dict[str, StreamContext] = {}
+        vectors = self._pooled_captions(inputs, dt)  # stream -> [B, D]
         for name in active:
             s = getattr(inputs, name)
             if isinstance(s, LatentStream):
@@ -112,7 +121,7 @@ class ApolloDiT(nn.Module):
                 if name in self.config.self_conditioned and s.self_cond is not None:
                     estimate = self._patchify(name, s.self_cond.to(dt))  # [B, N, P]
                     x[name] = x[name] + getattr(self, f"{name}_self_embed")(estimate)  # [B, N, D]
-                temb, index = self._time(s.timesteps, dt)
+                temb, index = self._time(s.timesteps, dt, vectors.get(name))
                 cos, sin = rope_cos_sin(self.config, s.positions.to(tokens.device), dtype=dt)
                 streams[name] = StreamContext(tokens.shape[1], temb, index, cos, sin, s.mask)
             else:
@@ -132,12 +141,32 @@ class ApolloDiT(nn.Module):
         return out
 
     # -- helpers ----------------------------------------------------------------------------
-    def _time(self, timesteps: Tensor, dt: torch.dtype) -> tuple[Tensor, Tensor | None]:
-        """Embed distinct timesteps once: one per sample in the common case, else per value."""
+    def _time(self, timesteps: Tensor, dt: torch.dtype, vector: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Embed distinct timesteps once: one per sample in the common case, else per value.
+        `vector` `[B, D]` (a pooled caption) is added to each sample's rows."""
         if bool((timesteps == timesteps[:, :1]).all()):
-            return self.time_embed(timesteps[:, 0], dt), None  # [B, D]
+            temb = self.time_embed(timesteps[:, 0], dt)  # [B, D]
+            return (temb if vector is None else temb + vector), None
         values, index = torch.unique(timesteps, return_inverse=True)  # [U], [B, N]
-        return self.time_embed(values, dt), index
+        temb = self.time_embed(values, dt)  # [U, D]
+        if vector is None:
+            return temb, index
+        # One row per (sample, timestep) pair in use, so each sample's tokens get their own vector.
+        u = values.shape[0]
+        sample = torch.arange(timesteps.shape[0], device=index.device)[:, None]  # [B, 1]
+        pairs, index = torch.unique(sample * u + index, return_inverse=True)  # [P], [B, N]
+        return temb[pairs % u] + vector[pairs // u], index  # [P, D]
+
+    def _pooled_captions(self, inputs: ApolloInputs, dt: torch.dtype) -> dict[str, Tensor]:
+        """Per generated stream, its caption pooled into the adaLN vector (with `pooled_text`)."""
+        if not self.config.pooled_text:
+            return {}
+        out = {}
+        for name, text, norm, pool in (("video", inputs.video_text, self.video_text_norm, self.video_text_pool),
+                                       ("audio", inputs.audio_text, self.audio_text_norm, self.audio_text_pool)):
+            if text is not None:
+                out[name] = pool(norm(text.tokens.to(dt)), text.mask)  # [B, D]
+        return out
 
     def _embed_text(self, name: str, s: TextStream, dt: torch.dtype) -> tuple[Tensor, Tensor | None]:
         norm, embed = ((self.video_text_norm, self.video_text_embed) if name == "video_text"
@@ -175,6 +204,12 @@ class ApolloDiT(nn.Module):
     def self_condition_keys(self) -> list[str]:
         """State-dict names of the self-conditioning projections (none without `self_condition`)."""
         return [f"{m}_self_embed.weight" for m in self.config.self_conditioned]
+
+    def pooled_text_keys(self) -> list[str]:
+        """State-dict names of the pooled-caption embedders (none without `pooled_text`)."""
+        if not self.config.pooled_text:
+            return []
+        return [f"{m}_text_pool.{fc}.{p}" for m in ("video", "audio") for fc in ("fc1", "fc2") for p in ("weight", "bias")]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -74,6 +74,21 @@ class TimestepEmbedder(nn.Module):
         return self.fc2(F.silu(self.fc1(h)))  # [U, D]
 
 
+class PooledTextEmbedder(nn.Module):
+    """A caption's token embeddings, mean-pooled over its real tokens, as a `[B, D]` vector to add
+    to the timestep embedding; the output layer starts at zero (no effect until trained)."""
+
+    def __init__(self, caption_dim: int, hidden: int, *, dtype=None, device=None, operations=CastOps) -> None:
+        super().__init__()
+        self.fc1 = operations.Linear(caption_dim, hidden, **factory(dtype, device))
+        self.fc2 = operations.Linear(hidden, hidden, **factory(dtype, device))
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        weights = mask.to(tokens.dtype)[..., None]  # [B, L, 1]
+        pooled = (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # [B, C]
+        return self.fc2(F.silu(self.fc1(pooled)))  # [B, D]
+
+
 class Modulation(nn.Module):
     """adaLN-Zero: `n` shift/scale/gate vectors from the timestep embedding, zero-initialised so
     every block starts as the identity."""
