@@ -125,6 +125,8 @@ class ApolloConfig:
     # top of the caption tokens in the joint attention. A global path: every token learns what the
     # clip should hold (e.g. which shape) without first finding the word by attention. Its last
     # projection starts at zero, so it can be switched on for a trained model (init_from).
+    # apollo-tiny trained with it gained pitch and FD audio but not shape, and lost sync and
+    # motion (assets README).
     pooled_text: bool = False
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
