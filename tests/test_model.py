@@ -115,17 +115,22 @@ def test_joint_attention_couples_audio_and_video():
     assert (a - b).abs().max() > 1e-4
 
 
-def test_per_token_timesteps_match_naive_per_token_embedding(monkeypatch):
-    model = _model()
+@pytest.mark.parametrize("pooled_text", [False, True])
+def test_per_token_timesteps_match_naive_per_token_embedding(monkeypatch, pooled_text):
+    config = CFG.replace(pooled_text=pooled_text)
+    model = _model(config)
     video, audio = _latents()
-    inputs = assemble(CFG, Task.TI2AV, video=video, audio=audio, t=torch.tensor([0.25, 0.6]), cond=_cond())
+    inputs = assemble(config, Task.TI2AV, video=video, audio=audio, t=torch.tensor([0.25, 0.6]), cond=_cond())
     assert len(torch.unique(inputs.video.timesteps)) == 3  # given frame at 1, two noise levels
     with torch.no_grad():
         fast = model(inputs)
 
-        def naive(timesteps, dt):
+        def naive(timesteps, dt, vector=None):  # one embedding row per token, plus its sample's vector
             b, n = timesteps.shape
-            return model.time_embed(timesteps.reshape(-1), dt), torch.arange(b * n).view(b, n)
+            temb = model.time_embed(timesteps.reshape(-1), dt).view(b, n, -1)  # [B, N, D]
+            if vector is not None:
+                temb = temb + vector[:, None]
+            return temb.reshape(b * n, -1), torch.arange(b * n).view(b, n)
 
         monkeypatch.setattr(model, "_time", naive)
         slow = model(inputs)
