@@ -13,7 +13,8 @@ from training.trainer import init_weights
 
 CFG = get_preset("debug")
 POOLED = CFG.replace(pooled_text=True)
-POOL_KEYS = sorted(f"{m}_text_pool.{fc}.{p}" for m in ("video", "audio") for fc in ("fc1", "fc2") for p in ("weight", "bias"))
+POOL_KEYS = sorted(f"{m}_text_pool.{fc}.{p}"
+                   for m in ("video", "audio") for fc in ("fc1", "fc2") for p in ("weight", "bias"))
 
 
 def _randomised(model: nn.Module, seed: int = 0) -> nn.Module:

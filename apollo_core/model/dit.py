@@ -209,7 +209,8 @@ class ApolloDiT(nn.Module):
         """State-dict names of the pooled-caption embedders (none without `pooled_text`)."""
         if not self.config.pooled_text:
             return []
-        return [f"{m}_text_pool.{fc}.{p}" for m in ("video", "audio") for fc in ("fc1", "fc2") for p in ("weight", "bias")]
+        return [f"{m}_text_pool.{fc}.{p}"
+                for m in ("video", "audio") for fc in ("fc1", "fc2") for p in ("weight", "bias")]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
