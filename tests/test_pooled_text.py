@@ -1,14 +1,17 @@
 """Pooled captions in the adaLN vector (`pooled_text`): off by default, a no-op until trained,
 per sample even where tokens carry different timesteps, blind to padding, and addable to a
 trained model with init_from."""
+import dataclasses
+
 import torch
-from torch import nn
 
 from apollo_core.checkpoint import save_model
 from apollo_core.config import get_preset
 from apollo_core.model.dit import ApolloDiT
 from apollo_core.objective import Conditioning, assemble
 from apollo_core.tasks import Task
+from tiny_inputs import debug_case
+from tiny_inputs import randomised as _randomised
 from training.trainer import init_weights
 
 CFG = get_preset("debug")
@@ -17,25 +20,11 @@ POOL_KEYS = sorted(f"{m}_text_pool.{fc}.{p}"
                    for m in ("video", "audio") for fc in ("fc1", "fc2") for p in ("weight", "bias"))
 
 
-def _randomised(model: nn.Module, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.08)
-    return model.eval()
-
-
 def _case(b: int = 2):
-    g = torch.Generator().manual_seed(1)
-    d = CFG.text.caption_dim
-    video_mask = torch.ones(b, 5, dtype=torch.bool)
+    cond, video, audio = debug_case(b)
+    video_mask = cond.video_mask.clone()
     video_mask[0, 3:] = False  # the first caption is two tokens shorter (padded)
-    cond = Conditioning(torch.randn(b, 5, d, generator=g), video_mask,
-                        torch.randn(b, 4, d, generator=g), torch.ones(b, 4, dtype=torch.bool),
-                        torch.randint(0, 256, (b, 6), generator=g), torch.ones(b, 6, dtype=torch.bool))
-    video = torch.randn(b, CFG.video.latent_channels, 3, 4, 4, generator=g)
-    audio = torch.randn(b, CFG.audio.latent_channels, 8 * CFG.audio.patch, generator=g)
-    return cond, video, audio
+    return dataclasses.replace(cond, video_mask=video_mask), video, audio
 
 
 def _run(model: ApolloDiT, task: Task, cond: Conditioning, video, audio, t) -> dict[str, torch.Tensor]:

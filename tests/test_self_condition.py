@@ -10,29 +10,12 @@ from apollo_core.model.dit import ApolloDiT
 from apollo_core.objective import Conditioning, assemble, training_loss
 from apollo_core.pipeline import denoise
 from apollo_core.tasks import Task
+from tiny_inputs import debug_case as _case
+from tiny_inputs import randomised as _randomised
 from training.trainer import init_weights
 
 CFG = get_preset("debug").replace(prediction="x1")  # x1: the clean estimate is the raw output
 SC = CFG.replace(self_condition=True)
-
-
-def _randomised(model: nn.Module, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.08)
-    return model.eval()
-
-
-def _case(b: int = 2):
-    g = torch.Generator().manual_seed(1)
-    d = CFG.text.caption_dim
-    cond = Conditioning(torch.randn(b, 5, d, generator=g), torch.ones(b, 5, dtype=torch.bool),
-                        torch.randn(b, 4, d, generator=g), torch.ones(b, 4, dtype=torch.bool),
-                        torch.randint(0, 256, (b, 6), generator=g), torch.ones(b, 6, dtype=torch.bool))
-    video = torch.randn(b, CFG.video.latent_channels, 3, 4, 4, generator=g)
-    audio = torch.randn(b, CFG.audio.latent_channels, 8 * CFG.audio.patch, generator=g)
-    return cond, video, audio
 
 
 class Recorder(nn.Module):
