@@ -10,12 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from apollo_core.checkpoint import load_model
 from apollo_core.pipeline import load_bundle
 from training.checkpointing import list_checkpoints
+from training.data.batches import Draw
+from training.data.world import sample_spec
+from apollo_core.tasks import Task
 from training.config import load_config
 from training.export import export_checkpoint
 from apollo_core.objective import training_loss
@@ -163,3 +167,40 @@ def test_kill_and_resume_matches_straight_run(tmp_path: Path, cache: Path) -> No
         want = expected[r["step"]]
         assert r["micro"] == want["micro"] and r["loss"] == want["loss"] and r["grad_norm"] == want["grad_norm"], \
             f"step {r['step']} differs (resumed from a checkpoint at step >= {resumed_from})"
+
+
+@pytest.mark.slow
+def test_shape_swap_reaches_only_captioned_rows_of_whole_video_tasks(tmp_path: Path, cache: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.data.counterfactual import main as write_counterfactual
+
+    swaps = tmp_path / "swaps.safetensors"
+    write_counterfactual(["--config", str(CONFIG), "--out", str(swaps), "data.sources.world.seeds=[1000000, 1000032]"])
+    spec = f"{{latents: {swaps}, share: 0.75, t_min: 0.0, t_max: 0.99}}"
+    cfg = load_config(CONFIG, SMALL + [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={cache}", "stages.0.steps=12",
+                                       "stages.1.steps=2", "stages.2.steps=2", f"stages.0.shape_swap={spec}"])
+    seen: list[tuple[str, object]] = []
+
+    def recording_loss(*args, **kwargs):
+        seen.append((args[1].value, kwargs["swap"]))
+        return training_loss(*args, **kwargs)
+    monkeypatch.setattr(trainer_module, "training_loss", recording_loss)
+    trainer = Trainer(cfg)
+    _, has = trainer.swaps["pretrain"]
+    for key, h in zip(trainer.bank.keys, has.tolist()):  # a swap for each object scene of the trained source
+        source, _, item = key.partition(":")
+        assert h == (source == "world" and sample_spec(int(item[5:])).talker is None), key
+    stage = cfg.stages[0]
+    idx = np.nonzero(has.numpy())[0][:8]
+    assert trainer._swap(stage, Task.TI2V, Draw(idx, np.zeros(8, bool))) is None  # its first frame is given
+    assert trainer._swap(stage, Task.V2A, Draw(idx, np.zeros(8, bool))) is None
+    assert not trainer._swap(stage, Task.T2V, Draw(idx, np.ones(8, bool))).rows.any()  # no caption, no swap
+    assert trainer._swap(stage, Task.T2V, Draw(idx, np.zeros(8, bool))).rows.any()
+    trainer.run()
+    whole_video = {"t2av", "t2v", "a2v"}
+    first = seen[:12]
+    assert all((swap is not None) == (task in whole_video) for task, swap in first)
+    assert sum(int(swap.rows.sum()) for _, swap in first if swap is not None) > 0
+    assert all(swap is None for _, swap in seen[12:])  # the other stages have none
+    records = train_records(tmp_path / "run")
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)

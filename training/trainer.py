@@ -32,13 +32,14 @@ from apollo_core.checkpoint import load_state, read_config, validate_state
 from apollo_core.files import atomic_write_text
 from apollo_core.model.dit import ApolloDiT
 from apollo_core.pipeline import MODEL_FILE
-from apollo_core.objective import training_loss
-from apollo_core.tasks import Task
+from apollo_core.objective import Swap, training_loss
+from apollo_core.tasks import Role, Task
 
 from .checkpointing import full_model_state, host_model, load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig, StageConfig
 from .curriculum import stage_task_weights
 from .data.batches import BatchSampler
+from .data.counterfactual import load_swaps
 from .data.prepare import cache_sources, load_bank
 from .ema import EMA
 from .evaluation import Evaluator, MetricsFn, load_metrics_fn
@@ -141,6 +142,8 @@ class Trainer:
         folders = cache_sources(cfg, self.model_cfg, rank=self.rank, world_size=self.world,
                                 barrier=acc.wait_for_everyone, device=acc.device, text_encoder=text_encoder)
         self.bank = load_bank(cfg, self.model_cfg, folders)
+        self.swaps = {s.name: load_swaps(self.bank, self._inside(s.shape_swap.latents))
+                      for s in cfg.stages if s.shape_swap is not None}
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         model = ApolloDiT(self.model_cfg, attention=cfg.model.attention)
@@ -243,6 +246,7 @@ class Trainer:
             task = self.task_sampler.draw()
             draw = self.batch_sampler.draw(stage.batch_size)
             video, audio, cond = self.bank.gather(draw.indices, draw.drop, self.acc.device)
+            swap = self._swap(stage, task, draw)
             sync = micro == accum - 1
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
                 with self.acc.autocast():
@@ -251,7 +255,8 @@ class Trainer:
                                            logit_std=flow.logit_std, shift=flow.shift,
                                            onset_boost=stage.onset_boost,
                                            foreground_boost=stage.foreground_boost,
-                                           motion_boost=stage.motion_boost, weight_cap=flow.weight_cap)
+                                           motion_boost=stage.motion_boost, weight_cap=flow.weight_cap,
+                                           swap=swap)
                 self.acc.backward(losses["total"] / accum)
             tasks.append(task)
             for j, name in enumerate(("video", "audio", "total")):
@@ -282,6 +287,23 @@ class Trainer:
                 if k in r:
                     scalars[f"train/{r['task']}/{k}"] = r[k]
         self.monitor.train_step(self.step + 1, data, scalars)
+
+    def _inside(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.out / p
+
+    def _swap(self, stage: StageConfig, task: Task, draw: Any) -> Swap | None:
+        """Counterfactual rows for this micro-batch: captioned rows with a swap, drawn at the
+        stage's share, of tasks that generate the whole video (a given first frame shows the
+        true shape, so a swapped one would contradict it)."""
+        sw = stage.shape_swap
+        if sw is None or task.spec.video is not Role.GENERATE or task.spec.first_frame_given:
+            return None
+        video, has = self.swaps[stage.name]
+        idx = torch.as_tensor(draw.indices, dtype=torch.long)
+        pick = torch.rand(len(idx), generator=self.noise, device=self.acc.device).cpu() < sw.share
+        rows = has[idx] & ~torch.as_tensor(draw.drop, dtype=torch.bool) & pick
+        return Swap(video[idx].to(self.acc.device), rows.to(self.acc.device), sw.t_min, sw.t_max)
 
     # -- evaluation, checkpoints, export ---------------------------------------------------------
     def _evaluate(self) -> None:

@@ -1,0 +1,133 @@
+"""Counterfactual noisy inputs (`shape_swap`): the world scene with its shapes changed, and the
+objective that feeds it to the model while scoring against the true clip."""
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from apollo_core.config import get_preset
+from apollo_core.objective import Conditioning, Swap, training_loss
+from apollo_core.tasks import Task
+from training.data.counterfactual import load_swaps, swap_shapes, write_swaps
+from training.data.world import TRAIN_SEED_START, render, sample_spec
+from training.data.world.constants import HELDOUT_COMBOS
+
+CFG = get_preset("debug").replace(prediction="x1")  # the oracles answer with clean latents
+
+
+class Oracle:
+    """A model that answers with fixed clean latents (x1-prediction) and records what it reads."""
+
+    def __init__(self, video: torch.Tensor, audio: torch.Tensor) -> None:
+        self.config, self.answer, self.seen = CFG, {"video": video, "audio": audio}, []
+
+    def __call__(self, inputs):
+        self.seen.append(inputs.video.latent.clone())
+        return dict(self.answer)
+
+
+def _case(b: int = 2):
+    g = torch.Generator().manual_seed(1)
+    d = CFG.text.caption_dim
+    cond = Conditioning(torch.randn(b, 5, d, generator=g), torch.ones(b, 5, dtype=torch.bool),
+                        torch.randn(b, 4, d, generator=g), torch.ones(b, 4, dtype=torch.bool),
+                        torch.randint(0, 256, (b, 6), generator=g), torch.ones(b, 6, dtype=torch.bool))
+    video = torch.randn(b, CFG.video.latent_channels, 3, 4, 4, generator=g)
+    alt = video + torch.randn(video.shape, generator=g)  # the counterfactual clip
+    audio = torch.randn(b, CFG.audio.latent_channels, 8 * CFG.audio.patch, generator=g)
+    return cond, video, alt, audio
+
+
+def _loss(model, cond, video, audio, t, swap=None) -> dict:
+    return training_loss(model, Task.T2AV, video=video, audio=audio, cond=cond, t=t, swap=swap,
+                         generator=torch.Generator().manual_seed(5))
+
+
+def test_swapped_rows_read_the_counterfactual_and_are_scored_against_the_clip() -> None:
+    cond, video, alt, audio = _case()
+    t = torch.tensor([0.4, 0.4])
+    swap = Swap(alt, torch.tensor([True, False]), t_min=0.2, t_max=0.7)
+    truth, follower = Oracle(video, audio), Oracle(alt, audio)
+    plain = _loss(truth, cond, video, audio, t)
+    swapped = _loss(truth, cond, video, audio, t, swap)
+    _loss(follower, cond, video, audio, t, swap)
+    # Same noise: row 0's noisy video moved by t * (alt - x1), row 1's did not move.
+    before, after = truth.seen[0], truth.seen[1]
+    assert torch.allclose(after[0] - before[0], 0.4 * (alt[0] - video[0]), atol=1e-6)
+    assert torch.equal(after[1], before[1])
+    # The true clip is the answer on every row; the clip the noisy input came from is not.
+    assert plain["video"].item() == pytest.approx(0.0, abs=1e-10)
+    assert swapped["video"].item() == pytest.approx(0.0, abs=1e-10)
+    follow = _loss(follower, cond, video, audio, t, swap)
+    assert follow["video"].item() > 0.1
+    assert torch.equal(swapped["audio"], plain["audio"])
+
+
+def test_rows_outside_the_time_window_or_not_chosen_are_untouched() -> None:
+    cond, video, alt, audio = _case()
+    model = Oracle(alt, audio)  # a wrong answer, so any change to input or target shows
+    t = torch.tensor([0.1, 0.9])
+    plain = _loss(model, cond, video, audio, t)
+    outside = _loss(model, cond, video, audio, t, Swap(alt, torch.tensor([True, True]), 0.2, 0.7))
+    assert torch.equal(plain["video"], outside["video"]) and torch.equal(model.seen[0], model.seen[1])
+    t = torch.tensor([0.4, 0.5])
+    unchosen = _loss(model, cond, video, audio, t, Swap(alt, torch.tensor([False, False])))
+    assert torch.equal(unchosen["video"], _loss(model, cond, video, audio, t)["video"])
+
+
+def test_swap_must_match_the_batch() -> None:
+    cond, video, alt, audio = _case()
+    with pytest.raises(ValueError, match="swap: video"):
+        _loss(Oracle(video, audio), cond, video, audio, torch.tensor([0.4, 0.4]),
+              Swap(alt[:1], torch.tensor([True])))
+
+
+def test_swap_shapes_changes_only_the_shapes() -> None:
+    seeds = range(TRAIN_SEED_START, TRAIN_SEED_START + 60)
+    objects = talkers = 0
+    for seed in seeds:
+        spec = sample_spec(seed)
+        swapped = swap_shapes(spec, seed)
+        if spec.talker is not None:
+            assert swapped is None
+            talkers += 1
+            continue
+        objects += 1
+        assert swapped == swap_shapes(spec, seed)  # deterministic
+        for a, b in zip(spec.objects, swapped.objects):
+            assert a.shape != b.shape
+            assert a.to_dict() | {"shape": b.shape} == b.to_dict()
+        assert (swapped.objects[0].shape, swapped.objects[0].color, swapped.objects[0].motion) not in HELDOUT_COMBOS
+        assert spec.to_dict() | {"objects": [o.to_dict() for o in swapped.objects]} == swapped.to_dict()
+        # the same scene and sound, another picture
+        a, b = render(spec), render(swapped)
+        assert (a.audio == b.audio).all() and (a.frames != b.frames).any()
+    assert objects > 30 and talkers > 3
+
+
+@dataclass
+class _Bank:
+    video: torch.Tensor
+    keys: list
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def test_load_swaps_aligns_rows_by_seed(tmp_path) -> None:
+    shape = (8, 2, 2, 2)
+    bank = _Bank(torch.zeros(4, *shape), ["world:seed-1000005", "world_val:seed-1900000", "world:seed-1000003",
+                                          "world:seed-1000004"])
+    video = torch.arange(3.0).view(3, 1, 1, 1, 1).expand(3, *shape).contiguous()  # row i filled with i
+    path = tmp_path / "swaps.safetensors"
+    write_swaps({"video": video, "valid": torch.tensor([True, True, False]),
+                 "seeds": torch.tensor([1000005, 1000003, 1000004])}, path)
+    out, has = load_swaps(bank, path)
+    assert has.tolist() == [True, False, True, False]  # 1000004 is a talker, world_val has none
+    assert out[0].unique().tolist() == [0.0] and out[2].unique().tolist() == [1.0]
+    with pytest.raises(ValueError, match="do not match the cache"):
+        load_swaps(_Bank(torch.zeros(4, 8, 2, 2, 3), bank.keys), path)
+    with pytest.raises(ValueError, match="no row of the cache"):
+        load_swaps(_Bank(torch.zeros(1, *shape), ["world:seed-1000099"]), path)
+    with pytest.raises(ValueError, match="unreadable"):
+        load_swaps(bank, tmp_path / "missing.safetensors")
