@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(args.config, args.overrides)
         src = cfg.data.sources.get(args.source)
         if src is None or src.kind != "world":
+            worlds = sorted(k for k, s in cfg.data.sources.items() if s.kind == "world")
             raise ValueError(f"--source {args.source!r} must name a world source of {args.config}; "
-                             f"its world sources: {sorted(k for k, s in cfg.data.sources.items() if s.kind == 'world')}")
+                             f"its world sources: {worlds}")
         model = cfg.model.build()
         fmt = ClipFormat.from_config(cfg.data.clip, model.video.fps, model.audio.sample_rate)
         video, _ = build_codecs(model, cfg.codecs, fmt)
