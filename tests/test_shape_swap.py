@@ -131,3 +131,16 @@ def test_load_swaps_aligns_rows_by_seed(tmp_path) -> None:
         load_swaps(_Bank(torch.zeros(1, *shape), ["world:seed-1000099"]), path)
     with pytest.raises(ValueError, match="unreadable"):
         load_swaps(bank, tmp_path / "missing.safetensors")
+
+
+def test_counterfactual_cli_names_a_bad_source(tmp_path) -> None:
+    from pathlib import Path
+
+    from training.data.counterfactual import main
+
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / "debug.yaml"
+    with pytest.raises(SystemExit, match=r"--source 'nope' must name a world source .*\['world', 'world_val'\]"):
+        main(["--config", str(config), "--source", "nope", "--out", str(tmp_path / "s.safetensors")])
+    with pytest.raises(SystemExit, match="stages"):
+        main(["--config", str(config), "--out", str(tmp_path / "s.safetensors"), "stages.0.steps=0"])
+    assert not (tmp_path / "s.safetensors").exists()
