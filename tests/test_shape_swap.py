@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from apollo_core.config import get_preset
-from apollo_core.objective import Conditioning, Swap, training_loss
+from apollo_core.objective import Swap, training_loss
 from apollo_core.tasks import Task
 from training.data.counterfactual import load_swaps, swap_shapes, write_swaps
 from training.data.world import TRAIN_SEED_START, render, sample_spec
 from training.data.world.constants import HELDOUT_COMBOS
+
+from tiny_inputs import debug_case
 
 CFG = get_preset("debug").replace(prediction="x1")  # the oracles answer with clean latents
 
@@ -27,14 +29,8 @@ class Oracle:
 
 
 def _case(b: int = 2):
-    g = torch.Generator().manual_seed(1)
-    d = CFG.text.caption_dim
-    cond = Conditioning(torch.randn(b, 5, d, generator=g), torch.ones(b, 5, dtype=torch.bool),
-                        torch.randn(b, 4, d, generator=g), torch.ones(b, 4, dtype=torch.bool),
-                        torch.randint(0, 256, (b, 6), generator=g), torch.ones(b, 6, dtype=torch.bool))
-    video = torch.randn(b, CFG.video.latent_channels, 3, 4, 4, generator=g)
-    alt = video + torch.randn(video.shape, generator=g)  # the counterfactual clip
-    audio = torch.randn(b, CFG.audio.latent_channels, 8 * CFG.audio.patch, generator=g)
+    cond, video, audio = debug_case(b)
+    alt = video + torch.randn(video.shape, generator=torch.Generator().manual_seed(2))  # the counterfactual clip
     return cond, video, alt, audio
 
 

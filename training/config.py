@@ -205,7 +205,11 @@ class RunConfig:
 
     @property
     def cache_path(self) -> Path:
-        p = Path(self.data.cache_dir)
+        return self.inside(self.data.cache_dir)
+
+    def inside(self, path: str) -> Path:
+        """A config path: absolute as given, relative ones inside output_dir."""
+        p = Path(path)
         return p if p.is_absolute() else Path(self.output_dir) / p
 
     def to_dict(self) -> dict[str, Any]:

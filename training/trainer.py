@@ -142,7 +142,7 @@ class Trainer:
         folders = cache_sources(cfg, self.model_cfg, rank=self.rank, world_size=self.world,
                                 barrier=acc.wait_for_everyone, device=acc.device, text_encoder=text_encoder)
         self.bank = load_bank(cfg, self.model_cfg, folders)
-        self.swaps = {s.name: load_swaps(self.bank, self._inside(s.shape_swap.latents))
+        self.swaps = {s.name: load_swaps(self.bank, cfg.inside(s.shape_swap.latents))
                       for s in cfg.stages if s.shape_swap is not None}
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
@@ -287,10 +287,6 @@ class Trainer:
                 if k in r:
                     scalars[f"train/{r['task']}/{k}"] = r[k]
         self.monitor.train_step(self.step + 1, data, scalars)
-
-    def _inside(self, path: str) -> Path:
-        p = Path(path)
-        return p if p.is_absolute() else self.out / p
 
     def _swap(self, stage: StageConfig, task: Task, draw: Any) -> Swap | None:
         """Counterfactual rows for this micro-batch: captioned rows with a swap, drawn at the

@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from .encode import build_codecs, video_latents
 from .shards import LatentBank
 from .sources import ClipFormat, fit_frames
 
@@ -42,7 +43,6 @@ def swap_shapes(spec, seed: int):
     return dataclasses.replace(spec, objects=tuple(objects))
 
 
-@torch.no_grad()
 def encode_swaps(codec, seeds: range, fmt: ClipFormat, batch: int = 32, log=print) -> dict[str, Tensor]:
     """Latents `[N, C, T', H', W']` of the swapped scenes for world `seeds` (talker rows: the clip
     itself, `valid` False)."""
@@ -52,8 +52,7 @@ def encode_swaps(codec, seeds: range, fmt: ClipFormat, batch: int = 32, log=prin
 
     def flush() -> None:
         if frames:
-            x = torch.stack(frames).permute(0, 4, 1, 2, 3).mul(2.0).sub(1.0)  # [B, 3, T, H, W] in [-1, 1]
-            latents.append(codec.encode(x).float().cpu())
+            latents.append(video_latents(codec, frames))
             frames.clear()
 
     for n, seed in enumerate(seeds):
@@ -109,7 +108,6 @@ def load_swaps(bank: LatentBank, path: str | os.PathLike) -> tuple[Tensor, Tenso
 
 def main(argv: list[str] | None = None) -> None:
     from ..config import load_config
-    from .encode import build_codecs
 
     ap = argparse.ArgumentParser(prog="python -m training.data.counterfactual", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="the run's YAML (codecs, clip size, world source)")

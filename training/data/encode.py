@@ -134,10 +134,16 @@ def fingerprint(source: DataSource, encoders: Encoders, shard_size: int) -> str:
 def encode_media(enc: Encoders, clips: list[RawClip]) -> tuple[Tensor, Tensor]:
     """Latents for clips of one format: video `[B, C, T', H', W']`, audio `[B, C, S/hop]`."""
     dev = enc.device
-    frames = torch.stack([c.frames for c in clips]).to(dev)  # [B, T, H, W, 3]
-    frames = frames.permute(0, 4, 1, 2, 3).mul(2.0).sub(1.0)  # [B, 3, T, H, W] in [-1, 1]
     wave = torch.stack([c.waveform for c in clips]).to(dev)[:, None]  # [B, 1, S]
-    return enc.video.encode(frames).float().cpu(), enc.audio.encode(wave).float().cpu()
+    return video_latents(enc.video, [c.frames for c in clips], dev), enc.audio.encode(wave).float().cpu()
+
+
+@torch.no_grad()
+def video_latents(codec, frames: list[Tensor], device: str | torch.device = "cpu") -> Tensor:
+    """Latents `[B, C, T', H', W']` (on the CPU) of frames `[T, H, W, 3]` in 0..1, all one size."""
+    x = torch.stack(frames).to(device)  # [B, T, H, W, 3]
+    x = x.permute(0, 4, 1, 2, 3).mul(2.0).sub(1.0)  # [B, 3, T, H, W] in [-1, 1]
+    return codec.encode(x).float().cpu()
 
 
 @torch.no_grad()
