@@ -59,9 +59,9 @@ def test_unknown_key_is_named_with_its_path() -> None:
     (("stages", 0, "onset_boost"), -1.0, r"stages\[0\]\.onset_boost must be >= 0"),
     (("stages", 0, "foreground_boost"), -0.5, r"stages\[0\]\.foreground_boost must be >= 0"),
     (("stages", 0, "motion_boost"), -0.5, r"stages\[0\]\.motion_boost must be >= 0"),
-    (("stages", 0, "shape_swap"), {"latents": "s.safetensors", "share": 1.5}, r"shape_swap\.share must be in"),
-    (("stages", 0, "shape_swap"), {"latents": "s.safetensors", "t_max": 1.0}, r"t_min <= t_max < 1"),
-    (("stages", 0, "shape_swap"), {"share": 0.5}, r"missing key 'stages\[0\]\.shape_swap\.latents'"),
+    (("stages", 0, "counterfactual"), {"latents": "s.safetensors", "share": 1.5}, r"counterfactual\.share must be in"),
+    (("stages", 0, "counterfactual"), {"latents": "s.safetensors", "t_max": 1.0}, r"t_min <= t_max < 1"),
+    (("stages", 0, "counterfactual"), {"share": 0.5}, r"missing key 'stages\[0\]\.counterfactual\.latents'"),
     (("precision",), "fp8", "precision='fp8'"),
     (("flow", "weight_cap"), -1.0, r"flow\.weight_cap must be >= 0"),
 ])

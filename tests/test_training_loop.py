@@ -170,7 +170,7 @@ def test_kill_and_resume_matches_straight_run(tmp_path: Path, cache: Path) -> No
 
 
 @pytest.mark.slow
-def test_shape_swap_reaches_only_captioned_rows_of_whole_video_tasks(tmp_path: Path, cache: Path,
+def test_counterfactual_reaches_only_captioned_rows_of_whole_video_tasks(tmp_path: Path, cache: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from training.data.counterfactual import main as write_counterfactual
 
@@ -178,7 +178,7 @@ def test_shape_swap_reaches_only_captioned_rows_of_whole_video_tasks(tmp_path: P
     write_counterfactual(["--config", str(CONFIG), "--out", str(swaps), "data.sources.world.seeds=[1000000, 1000032]"])
     spec = f"{{latents: {swaps}, share: 0.75, t_min: 0.0, t_max: 0.99}}"
     cfg = load_config(CONFIG, SMALL + [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={cache}", "stages.0.steps=12",
-                                       "stages.1.steps=2", "stages.2.steps=2", f"stages.0.shape_swap={spec}"])
+                                       "stages.1.steps=2", "stages.2.steps=2", f"stages.0.counterfactual={spec}"])
     seen: list[tuple[str, object]] = []
 
     def recording_loss(*args, **kwargs):

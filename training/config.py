@@ -77,9 +77,10 @@ class FlowConfig:
 class SwapConfig:
     """Counterfactual noisy inputs (apollo_core.objective.Swap): on a `share` of the captioned rows
     of tasks that generate video from its first frame on, at flow times within [t_min, t_max],
-    the noisy video comes from the same world scene with each object's shape changed, while the
-    target stays the true clip. `latents` is written by `python -m training.data.counterfactual`
-    (relative paths are inside output_dir, like data.cache_dir)."""
+    the noisy video comes from the same world scene with each object's shape (or motion: the
+    file's `--change`) changed, while the target stays the true clip. `latents` is written by
+    `python -m training.data.counterfactual` (relative paths are inside output_dir, like
+    data.cache_dir)."""
 
     latents: str
     share: float = 0.5
@@ -109,7 +110,7 @@ class StageConfig:
     # Extra video loss weight on latent pixels that change between frames (objects arriving or
     # leaving; apollo_core.objective.motion_weight).
     motion_boost: float = 0.0
-    shape_swap: SwapConfig | None = None
+    counterfactual: SwapConfig | None = None
 
     def task_weights(self) -> dict[Task, float]:
         return {Task.parse(k): float(v) for k, v in self.tasks.items()}
@@ -423,11 +424,12 @@ def _check_stage(cfg: RunConfig, i: int, stage: StageConfig) -> None:
     _non_negative(f"{p}.onset_boost", stage.onset_boost)
     _non_negative(f"{p}.foreground_boost", stage.foreground_boost)
     _non_negative(f"{p}.motion_boost", stage.motion_boost)
-    if stage.shape_swap is not None:
-        sw = stage.shape_swap
-        _range(f"{p}.shape_swap.share", sw.share, 0.0, 1.0)
+    if stage.counterfactual is not None:
+        sw = stage.counterfactual
+        _range(f"{p}.counterfactual.share", sw.share, 0.0, 1.0)
         if not 0.0 <= sw.t_min <= sw.t_max < 1.0:
-            raise ConfigError(f"{p}.shape_swap needs 0 <= t_min <= t_max < 1, got t_min={sw.t_min}, t_max={sw.t_max}")
+            raise ConfigError(f"{p}.counterfactual needs 0 <= t_min <= t_max < 1, "
+                              f"got t_min={sw.t_min}, t_max={sw.t_max}")
     _positive(f"{p}.lr.peak", stage.lr.peak)
     _non_negative(f"{p}.lr.warmup", stage.lr.warmup)
     _choice(f"{p}.lr.schedule", stage.lr.schedule, SCHEDULES)

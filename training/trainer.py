@@ -142,8 +142,8 @@ class Trainer:
         folders = cache_sources(cfg, self.model_cfg, rank=self.rank, world_size=self.world,
                                 barrier=acc.wait_for_everyone, device=acc.device, text_encoder=text_encoder)
         self.bank = load_bank(cfg, self.model_cfg, folders)
-        self.swaps = {s.name: load_swaps(self.bank, cfg.inside(s.shape_swap.latents))
-                      for s in cfg.stages if s.shape_swap is not None}
+        self.swaps = {s.name: load_swaps(self.bank, cfg.inside(s.counterfactual.latents))
+                      for s in cfg.stages if s.counterfactual is not None}
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         model = ApolloDiT(self.model_cfg, attention=cfg.model.attention)
@@ -292,7 +292,7 @@ class Trainer:
         """Counterfactual rows for this micro-batch: captioned rows with a swap, drawn at the
         stage's share, of tasks that generate the whole video (a given first frame shows the
         true shape, so a swapped one would contradict it)."""
-        sw = stage.shape_swap
+        sw = stage.counterfactual
         if sw is None or task.spec.video is not Role.GENERATE or task.spec.first_frame_given:
             return None
         video, has = self.swaps[stage.name]

@@ -1,11 +1,14 @@
-"""Counterfactual world clips: each training scene re-rendered with every object's shape changed
-(same place, colour, size, motion, sound), its video encoded with the run's codec.
+"""Counterfactual world clips: each training scene re-rendered with one attribute of every object
+changed (`shape`: same place, colour, size, motion, sound; `motion`: same shape, colour, size,
+place and event times), its video encoded with the run's codec.
 
-A stage with `shape_swap` draws some rows' noisy video from these latents while the target stays
-the true clip (apollo_core.objective.Swap), so the model learns to draw the caption's shape over
-whatever shape its noisy input holds. Talker scenes have no object and are marked invalid.
+A stage with `counterfactual` draws some rows' noisy video from these latents while the target
+stays the true clip (apollo_core.objective.Swap), so the model learns to draw the caption's shape
+(or motion) over whatever its noisy input holds. Scenes with no counterfactual (talkers; for
+`motion`, events too close for any other motion) are marked invalid.
 
-    python -m training.data.counterfactual --config training/configs/apollo-tiny.yaml --out runs/cf/world_swap.safetensors
+    python -m training.data.counterfactual --config training/configs/apollo-tiny.yaml --change motion \\
+        --out runs/cf/world_motion.safetensors
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from .encode import build_codecs, video_latents
 from .shards import LatentBank
 from .sources import ClipFormat, fit_frames
 
-FORMAT = "apollo-av/shape-swap/1"
+FORMAT = "apollo-av/counterfactual/1"
 
 
 def swap_shapes(spec, seed: int):
@@ -43,10 +46,40 @@ def swap_shapes(spec, seed: int):
     return dataclasses.replace(spec, objects=tuple(objects))
 
 
-def encode_swaps(codec, seeds: range, fmt: ClipFormat, batch: int = 32, log=print) -> dict[str, Tensor]:
-    """Latents `[N, C, T', H', W']` of the swapped scenes for world `seeds` (talker rows: the clip
-    itself, `valid` False)."""
+def swap_motions(spec, seed: int):
+    """`spec` with each object's motion replaced by another drawn from `seed`, its event times
+    kept; None for a talker or when an object's events are too close for every other motion (each
+    motion's smallest gap: sampler.MIN_GAP). Two-object scenes never gain a slide (its lanes keep
+    the objects apart), and object 0 never takes a held-out triple."""
+    from .world.constants import HELDOUT_COMBOS, MOTIONS
+    from .world.sampler import MIN_GAP
+
+    if spec.talker is not None:
+        return None
+    rng = np.random.default_rng([seed, 0xC0F])
+    two = len(spec.objects) == 2
+    objects = []
+    for i, o in enumerate(spec.objects):
+        gap = min(np.diff(o.times), default=np.inf)
+        options = [m for m in MOTIONS if m != o.motion and gap >= MIN_GAP[m] - 1e-6 and not (two and m == "slide")
+                   and (i > 0 or (o.shape, o.color, m) not in HELDOUT_COMBOS)]
+        if not options:
+            return None
+        objects.append(dataclasses.replace(o, motion=str(rng.choice(options))))
+    return dataclasses.replace(spec, objects=tuple(objects))
+
+
+CHANGES = {"shape": swap_shapes, "motion": swap_motions}
+
+
+def encode_swaps(codec, seeds: range, fmt: ClipFormat, change: str = "shape", batch: int = 32,
+                 log=print) -> dict[str, Tensor]:
+    """Latents `[N, C, T', H', W']` of the scenes with `change` applied, for world `seeds` (rows
+    with no counterfactual: the clip itself, `valid` False)."""
     from .world import render, sample_spec
+
+    if change not in CHANGES:
+        raise ValueError(f"change {change!r}: expected one of {sorted(CHANGES)}")
 
     latents, valid, frames = [], [], []
 
@@ -57,23 +90,23 @@ def encode_swaps(codec, seeds: range, fmt: ClipFormat, batch: int = 32, log=prin
 
     for n, seed in enumerate(seeds):
         spec = sample_spec(seed, seconds=fmt.seconds, fps=fmt.fps, size=fmt.height, sample_rate=fmt.sample_rate)
-        swapped = swap_shapes(spec, seed)
+        swapped = CHANGES[change](spec, seed)
         valid.append(swapped is not None)
         sample = render(swapped or spec)
         frames.append(fit_frames(torch.from_numpy(sample.frames).float().div_(255.0), fmt.frames))
         if len(frames) == batch:
             flush()
-            log(f"shape swaps: {n + 1} / {len(seeds)}")
+            log(f"{change} swaps: {n + 1} / {len(seeds)}")
     flush()
     return {"video": torch.cat(latents).contiguous(), "valid": torch.tensor(valid),
             "seeds": torch.tensor(list(seeds), dtype=torch.long)}
 
 
-def write_swaps(tensors: dict[str, Tensor], out: str | os.PathLike) -> None:
+def write_swaps(tensors: dict[str, Tensor], out: str | os.PathLike, change: str = "shape") -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "change": change})
     os.replace(tmp, out)
 
 
@@ -85,12 +118,12 @@ def load_swaps(bank: LatentBank, path: str | os.PathLike) -> tuple[Tensor, Tenso
             meta = f.metadata() or {}
             video, valid, seeds = (f.get_tensor(k) for k in ("video", "valid", "seeds"))
     except Exception as exc:  # safetensors raises several types for a missing or damaged file
-        raise ValueError(f"shape_swap.latents {path}: unreadable ({exc}); write it with "
+        raise ValueError(f"counterfactual.latents {path}: unreadable ({exc}); write it with "
                          "python -m training.data.counterfactual") from None
     if meta.get("format") != FORMAT:
-        raise ValueError(f"shape_swap.latents {path}: format {meta.get('format')!r}, expected {FORMAT}")
+        raise ValueError(f"counterfactual.latents {path}: format {meta.get('format')!r}, expected {FORMAT}")
     if video.shape[1:] != bank.video.shape[1:]:
-        raise ValueError(f"shape_swap.latents {path}: latents {tuple(video.shape[1:])} do not match the cache's "
+        raise ValueError(f"counterfactual.latents {path}: latents {tuple(video.shape[1:])} do not match the cache's "
                          f"{tuple(bank.video.shape[1:])}; write it again with this run's codec and clip size")
     row = {int(s): i for i, s in enumerate(seeds.tolist())}
     out = torch.zeros_like(bank.video)
@@ -101,7 +134,7 @@ def load_swaps(bank: LatentBank, path: str | os.PathLike) -> tuple[Tensor, Tenso
         if j is not None and bool(valid[j]):
             out[i], has[i] = video[j], True
     if not bool(has.any()):
-        raise ValueError(f"shape_swap.latents {path}: no row of the cache has a swap (seeds "
+        raise ValueError(f"counterfactual.latents {path}: no row of the cache has a swap (seeds "
                          f"{int(seeds.min())}..{int(seeds.max())}); write it for the run's world source")
     return out, has
 
@@ -112,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m training.data.counterfactual", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="the run's YAML (codecs, clip size, world source)")
     ap.add_argument("--source", default="world", help="the world source to re-render (default: world)")
+    ap.add_argument("--change", default="shape", choices=sorted(CHANGES),
+                    help="what differs from the true scene (default: shape)")
     ap.add_argument("--out", required=True, help="where to write the latents (.safetensors)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as apollo-train takes them")
     args = ap.parse_args(argv)
@@ -127,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         video, _ = build_codecs(model, cfg.codecs, fmt)
     except ValueError as exc:  # a bad config, source or codec file: say which, no traceback
         raise SystemExit(f"training.data.counterfactual: {exc}") from None
-    write_swaps(encode_swaps(video, range(src.seeds[0], src.seeds[1]), fmt), args.out)
+    write_swaps(encode_swaps(video, range(src.seeds[0], src.seeds[1]), fmt, args.change), args.out, args.change)
     print(f"wrote {args.out}")
 
 

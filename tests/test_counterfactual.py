@@ -1,5 +1,5 @@
-"""Counterfactual noisy inputs (`shape_swap`): the world scene with its shapes changed, and the
-objective that feeds it to the model while scoring against the true clip."""
+"""Counterfactual noisy inputs (a stage's `counterfactual`): the world scene with its shapes or
+motions changed, and the objective that feeds it to the model while scoring against the true clip."""
 from dataclasses import dataclass
 
 import pytest
@@ -8,9 +8,10 @@ import torch
 from apollo_core.config import get_preset
 from apollo_core.objective import Swap, training_loss
 from apollo_core.tasks import Task
-from training.data.counterfactual import load_swaps, swap_shapes, write_swaps
+from training.data.counterfactual import encode_swaps, load_swaps, swap_motions, swap_shapes, write_swaps
 from training.data.world import TRAIN_SEED_START, render, sample_spec
-from training.data.world.constants import HELDOUT_COMBOS
+from training.data.world.constants import HELDOUT_COMBOS, MOTIONS
+from training.data.world.sampler import MIN_GAP
 
 from tiny_inputs import debug_case
 
@@ -101,6 +102,40 @@ def test_swap_shapes_changes_only_the_shapes() -> None:
     assert objects > 30 and talkers > 3
 
 
+def test_swap_motions_changes_only_the_motions() -> None:
+    changed = skipped = 0
+    seen = set()
+    for seed in range(TRAIN_SEED_START, TRAIN_SEED_START + 120):
+        spec = sample_spec(seed)
+        swapped = swap_motions(spec, seed)
+        if swapped is None:
+            skipped += 1
+            # only talkers, or an object that no other motion fits (its events' gaps; no new slide
+            # beside another object; no held-out triple for object 0)
+            def fits(i, o, m):
+                gaps = [b - a for a, b in zip(o.times, o.times[1:])]
+                return (m != o.motion and all(g >= MIN_GAP[m] - 1e-6 for g in gaps)
+                        and not (len(spec.objects) == 2 and m == "slide")
+                        and (i > 0 or (o.shape, o.color, m) not in HELDOUT_COMBOS))
+            assert spec.talker is not None or any(
+                not any(fits(i, o, m) for m in MOTIONS) for i, o in enumerate(spec.objects))
+            continue
+        changed += 1
+        assert swapped == swap_motions(spec, seed)  # deterministic
+        for a, b in zip(spec.objects, swapped.objects):
+            assert a.motion != b.motion and a.to_dict() | {"motion": b.motion} == b.to_dict()
+            gaps = [y - x for x, y in zip(b.times, b.times[1:])]
+            assert all(g >= MIN_GAP[b.motion] - 1e-6 for g in gaps)  # the new motion can hit the same times
+            seen.add((a.motion, b.motion))
+        if len(spec.objects) == 2:  # two objects keep out of each other's way: no new slide
+            assert all(b.motion != "slide" for a, b in zip(spec.objects, swapped.objects) if a.motion != "slide")
+        o = swapped.objects[0]
+        assert (o.shape, o.color, o.motion) not in HELDOUT_COMBOS
+        assert (render(spec).frames != render(swapped).frames).any()
+    assert changed > 60 and skipped > 3
+    assert {m for _, m in seen} == set(MOTIONS)  # every motion is drawn as a counterfactual
+
+
 @dataclass
 class _Bank:
     video: torch.Tensor
@@ -127,6 +162,12 @@ def test_load_swaps_aligns_rows_by_seed(tmp_path) -> None:
         load_swaps(_Bank(torch.zeros(1, *shape), ["world:seed-1000099"]), path)
     with pytest.raises(ValueError, match="unreadable"):
         load_swaps(bank, tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"video": video, "valid": torch.tensor([True] * 3), "seeds": torch.tensor([1000005, 1000003, 1000004])},
+              str(tmp_path / "old.safetensors"), metadata={"format": "apollo-av/shape-swap/1"})
+    with pytest.raises(ValueError, match="format 'apollo-av/shape-swap/1', expected apollo-av/counterfactual/1"):
+        load_swaps(bank, tmp_path / "old.safetensors")
 
 
 def test_counterfactual_cli_names_a_bad_source(tmp_path) -> None:
@@ -137,6 +178,10 @@ def test_counterfactual_cli_names_a_bad_source(tmp_path) -> None:
     config = Path(__file__).resolve().parents[1] / "training" / "configs" / "debug.yaml"
     with pytest.raises(SystemExit, match=r"--source 'nope' must name a world source .*\['world', 'world_val'\]"):
         main(["--config", str(config), "--source", "nope", "--out", str(tmp_path / "s.safetensors")])
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["--config", str(config), "--change", "colour", "--out", str(tmp_path / "s.safetensors")])
+    with pytest.raises(ValueError, match=r"change 'colour': expected one of \['motion', 'shape'\]"):
+        encode_swaps(None, range(1), None, change="colour")
     with pytest.raises(SystemExit, match="stages"):
         main(["--config", str(config), "--out", str(tmp_path / "s.safetensors"), "stages.0.steps=0"])
     assert not (tmp_path / "s.safetensors").exists()
