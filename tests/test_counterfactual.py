@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from apollo_core.config import get_preset
 from apollo_core.objective import Swap, training_loss
@@ -102,38 +103,37 @@ def test_swap_shapes_changes_only_the_shapes() -> None:
     assert objects > 30 and talkers > 3
 
 
+def _fits(spec, i: int, motion: str) -> bool:
+    """Whether object i could take `motion` as a counterfactual: another motion, which can hit its
+    event times, no new slide beside a second object, no held-out triple for object 0."""
+    o = spec.objects[i]
+    gaps = [b - a for a, b in zip(o.times, o.times[1:])]
+    return (motion != o.motion and all(g >= MIN_GAP[motion] - 1e-6 for g in gaps)
+            and not (len(spec.objects) == 2 and motion == "slide")
+            and (i > 0 or (o.shape, o.color, motion) not in HELDOUT_COMBOS))
+
+
 def test_swap_motions_changes_only_the_motions() -> None:
     changed = skipped = 0
-    seen = set()
+    seen: set[str] = set()
     for seed in range(TRAIN_SEED_START, TRAIN_SEED_START + 120):
         spec = sample_spec(seed)
         swapped = swap_motions(spec, seed)
         if swapped is None:
             skipped += 1
-            # only talkers, or an object that no other motion fits (its events' gaps; no new slide
-            # beside another object; no held-out triple for object 0)
-            def fits(i, o, m):
-                gaps = [b - a for a, b in zip(o.times, o.times[1:])]
-                return (m != o.motion and all(g >= MIN_GAP[m] - 1e-6 for g in gaps)
-                        and not (len(spec.objects) == 2 and m == "slide")
-                        and (i > 0 or (o.shape, o.color, m) not in HELDOUT_COMBOS))
+            # only talkers, or an object that no other motion fits
             assert spec.talker is not None or any(
-                not any(fits(i, o, m) for m in MOTIONS) for i, o in enumerate(spec.objects))
+                not any(_fits(spec, i, m) for m in MOTIONS) for i in range(len(spec.objects)))
             continue
         changed += 1
         assert swapped == swap_motions(spec, seed)  # deterministic
-        for a, b in zip(spec.objects, swapped.objects):
-            assert a.motion != b.motion and a.to_dict() | {"motion": b.motion} == b.to_dict()
-            gaps = [y - x for x, y in zip(b.times, b.times[1:])]
-            assert all(g >= MIN_GAP[b.motion] - 1e-6 for g in gaps)  # the new motion can hit the same times
-            seen.add((a.motion, b.motion))
-        if len(spec.objects) == 2:  # two objects keep out of each other's way: no new slide
-            assert all(b.motion != "slide" for a, b in zip(spec.objects, swapped.objects) if a.motion != "slide")
-        o = swapped.objects[0]
-        assert (o.shape, o.color, o.motion) not in HELDOUT_COMBOS
+        for i, (a, b) in enumerate(zip(spec.objects, swapped.objects)):
+            assert a.to_dict() | {"motion": b.motion} == b.to_dict()  # the same object and event times
+            assert _fits(spec, i, b.motion)
+            seen.add(b.motion)
         assert (render(spec).frames != render(swapped).frames).any()
     assert changed > 60 and skipped > 3
-    assert {m for _, m in seen} == set(MOTIONS)  # every motion is drawn as a counterfactual
+    assert seen == set(MOTIONS)  # every motion is drawn as a counterfactual
 
 
 @dataclass
@@ -162,8 +162,6 @@ def test_load_swaps_aligns_rows_by_seed(tmp_path) -> None:
         load_swaps(_Bank(torch.zeros(1, *shape), ["world:seed-1000099"]), path)
     with pytest.raises(ValueError, match="unreadable"):
         load_swaps(bank, tmp_path / "missing.safetensors")
-    from safetensors.torch import save_file
-
     save_file({"video": video, "valid": torch.tensor([True] * 3), "seeds": torch.tensor([1000005, 1000003, 1000004])},
               str(tmp_path / "old.safetensors"), metadata={"format": "apollo-av/shape-swap/1"})
     with pytest.raises(ValueError, match="format 'apollo-av/shape-swap/1', expected apollo-av/counterfactual/1"):
