@@ -291,7 +291,7 @@ class Trainer:
     def _swap(self, stage: StageConfig, task: Task, draw: Any) -> Swap | None:
         """Counterfactual rows for this micro-batch: captioned rows with a swap, drawn at the
         stage's share, of tasks that generate the whole video (a given first frame shows the
-        true shape, so a swapped one would contradict it)."""
+        true object, so a swapped one would contradict it)."""
         sw = stage.counterfactual
         if sw is None or task.spec.video is not Role.GENERATE or task.spec.first_frame_given:
             return None

@@ -30,43 +30,47 @@ from .sources import ClipFormat, fit_frames
 FORMAT = "apollo-av/counterfactual/1"
 
 
-def swap_shapes(spec, seed: int):
-    """`spec` with each object's shape replaced by another drawn from `seed`; None for a talker.
-    Object 0 never takes a held-out (shape, colour, motion) triple, so no evaluation combination
-    is shown to the model even as a noisy input."""
-    from .world.constants import HELDOUT_COMBOS, SHAPES
+def _change_each(spec, seed: int, tag: int, field: str, values, fits=lambda o, v: True):
+    """`spec` with `field` of each object replaced by another of `values` that `fits`, drawn from
+    (seed, tag); None for a talker or when an object has no such value. Object 0 never takes a
+    held-out (shape, colour, motion) triple, so no evaluation combination is shown to the model
+    even as a noisy input."""
+    from .world.constants import HELDOUT_COMBOS
 
     if spec.talker is not None:
         return None
-    rng = np.random.default_rng([seed, 0xCF])
+    rng = np.random.default_rng([seed, tag])
     objects = []
     for i, o in enumerate(spec.objects):
-        options = [s for s in SHAPES if s != o.shape and (i > 0 or (s, o.color, o.motion) not in HELDOUT_COMBOS)]
-        objects.append(dataclasses.replace(o, shape=str(rng.choice(options))))
+        changed = [dataclasses.replace(o, **{field: v}) for v in values if v != getattr(o, field) and fits(o, v)]
+        options = [c for c in changed if i > 0 or (c.shape, c.color, c.motion) not in HELDOUT_COMBOS]
+        if not options:
+            return None
+        objects.append(options[int(rng.integers(len(options)))])
     return dataclasses.replace(spec, objects=tuple(objects))
+
+
+def swap_shapes(spec, seed: int):
+    """`spec` with each object's shape replaced by another drawn from `seed`; None for a talker."""
+    from .world.constants import SHAPES
+
+    return _change_each(spec, seed, 0xCF, "shape", SHAPES)
 
 
 def swap_motions(spec, seed: int):
     """`spec` with each object's motion replaced by another drawn from `seed`, its event times
     kept; None for a talker or when an object's events are too close for every other motion (each
     motion's smallest gap: sampler.MIN_GAP). Two-object scenes never gain a slide (its lanes keep
-    the objects apart), and object 0 never takes a held-out triple."""
-    from .world.constants import HELDOUT_COMBOS, MOTIONS
+    the objects apart)."""
+    from .world.constants import MOTIONS
     from .world.sampler import MIN_GAP
 
-    if spec.talker is not None:
-        return None
-    rng = np.random.default_rng([seed, 0xC0F])
     two = len(spec.objects) == 2
-    objects = []
-    for i, o in enumerate(spec.objects):
-        gap = min(np.diff(o.times), default=np.inf)
-        options = [m for m in MOTIONS if m != o.motion and gap >= MIN_GAP[m] - 1e-6 and not (two and m == "slide")
-                   and (i > 0 or (o.shape, o.color, m) not in HELDOUT_COMBOS)]
-        if not options:
-            return None
-        objects.append(dataclasses.replace(o, motion=str(rng.choice(options))))
-    return dataclasses.replace(spec, objects=tuple(objects))
+
+    def fits(o, m: str) -> bool:
+        return min(np.diff(o.times), default=np.inf) >= MIN_GAP[m] - 1e-6 and not (two and m == "slide")
+
+    return _change_each(spec, seed, 0xC0F, "motion", MOTIONS, fits)
 
 
 CHANGES = {"shape": swap_shapes, "motion": swap_motions}
