@@ -78,7 +78,7 @@ def _generate(args: argparse.Namespace) -> int:
                       audio=audio, seconds=args.seconds, width=args.width, height=args.height, steps=steps,
                       video_cfg=args.video_cfg, audio_cfg=args.audio_cfg, video_sync_cfg=args.video_sync_cfg,
                       audio_sync_cfg=args.audio_sync_cfg, shift=args.shift, solver=args.sampler, eta=args.eta,
-                      seed=args.seed)
+                      spread=args.spread, seed=args.seed)
     with tqdm(total=steps, desc=f"apollo-av {task.value}", unit="step", disable=args.quiet) as bar:
         clip = generate(bundle, request, callback=lambda i, n, _x: bar.update(1))
     if wants_wav:
@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "recommended sampler, euler_ancestral for apollo-tiny, else euler)")
     gen.add_argument("--eta", type=float, help="euler_ancestral: share of fresh noise per step, 0-1 (default: the "
                      f"checkpoint's recommended value, else {ANCESTRAL_ETA})")
+    gen.add_argument("--spread", type=float, help="frame spread: earlier frames run ahead of later ones by this "
+                     "much in logit time, >= 0 (default: the checkpoint's recommended value, else 0)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--checkpoint", help="folder with model + codecs, or a model file (default: embedded apollo-tiny)")
     gen.add_argument("--attention", default="auto", help="auto, sdpa, math, flash_attn or sage")

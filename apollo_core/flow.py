@@ -56,6 +56,25 @@ def resolution_shift(tokens: int, *, base_tokens: int = 256, max_tokens: int = 4
     return math.exp(mu)
 
 
+def spread_times(t: Tensor, spread: Tensor | float, frames: int) -> Tensor:
+    """Per-frame flow times `[B, frames]` of a clip whose earlier frames run ahead of its later
+    ones: frame k sits at sigmoid(logit(t) + spread (0.5 - (k + 0.5) / frames)), `spread` `[B]` (or a
+    float) in logit units between the clip's two ends. Frames are placed by their centre on the
+    clip's time axis, so a video latent frame and the audio latent frames it spans get nearly the
+    same time. t = 0 and t = 1 stay flat (all noise, all data), so sampling starts and ends as usual;
+    rows with spread 0 get t exactly.
+
+    Why: a sampler that settles a moving object frame by frame can read where it was one frame
+    earlier (already clean) instead of fixing every frame's place at once from noise, where a small
+    model draws a smear that comes and goes between frames (apollo-tiny assets README)."""
+    t = t.float()
+    s = torch.as_tensor(spread, dtype=torch.float32, device=t.device).expand(t.shape[0])  # [B]
+    pos = 0.5 - (torch.arange(frames, device=t.device, dtype=torch.float32) + 0.5) / frames  # [F]
+    shifted = torch.sigmoid(torch.logit(t.clamp(0.0, 1.0))[:, None] + s[:, None] * pos)  # [B, F]
+    flat = t[:, None].expand(-1, frames)  # [B, F]
+    return torch.where(s[:, None] == 0, flat, shifted)
+
+
 def expand_time(t: Tensor | float, like: Tensor) -> Tensor:
     """Broadcast a scalar, `[B]` time, or `[B, T]` per latent frame (video `[B,C,T,H,W]` or audio
     `[B,C,T]`), against latents `like`."""

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .config import ApolloConfig
 from .flow import (clean_estimate, expand_time, frame_noise, interpolate, logit_normal, masked_mse, shift_time,
-                   time_weight, to_velocity, velocity_target)
+                   spread_times, time_weight, to_velocity, velocity_target)
 from .streams import ApolloInputs, audio_stream, text_stream, video_stream
 from .tasks import Role, Task
 
@@ -76,10 +76,12 @@ _FIELDS = ("video_tokens", "video_mask", "audio_tokens", "audio_mask", "speech",
 
 
 def assemble(config: ApolloConfig, task: Task, *, video: Tensor | None, audio: Tensor | None, t: Tensor,
-             cond: Conditioning, estimate: dict[str, Tensor] | None = None) -> ApolloInputs:
+             cond: Conditioning, estimate: dict[str, Tensor] | None = None,
+             spread: Tensor | None = None) -> ApolloInputs:
     """Streams for `task` with the current latents (noisy where generated, clean where given).
     t: `[B]` flow time of the generated modalities. estimate: the previous clean estimate of the
-    generated streams, read by a model with `self_condition` (ignored by one without)."""
+    generated streams, read by a model with `self_condition` (ignored by one without). spread:
+    `[B]` the generated frames' time spread (`flow.spread_times`; None: every frame at t)."""
     spec = task.spec
     reads = estimate_streams(config, task)
     estimate = {k: x for k, x in (estimate or {}).items() if k in reads}
@@ -88,7 +90,8 @@ def assemble(config: ApolloConfig, task: Task, *, video: Tensor | None, audio: T
         if video is None:
             raise ValueError(f"task {task.value} needs video latents")
         v_stream = video_stream(config, video, t, first_frame_given=spec.first_frame_given,
-                                given=spec.video is Role.GIVEN, self_cond=estimate.get("video"))
+                                given=spec.video is Role.GIVEN, self_cond=estimate.get("video"),
+                                frame_t=None if spread is None else spread_times(t, spread, video.shape[2]))
         vt_t = torch.ones_like(t) if spec.video is Role.GIVEN else t
         vt_stream = text_stream(cond.video_tokens, cond.video_mask, vt_t)
     if spec.has_audio:
@@ -96,7 +99,8 @@ def assemble(config: ApolloConfig, task: Task, *, video: Tensor | None, audio: T
             raise ValueError(f"task {task.value} needs audio latents")
         frames = video.shape[2] if video is not None else None
         a_stream = audio_stream(config, audio, t, given=spec.audio is Role.GIVEN, video_latent_frames=frames,
-                                self_cond=estimate.get("audio"))
+                                self_cond=estimate.get("audio"),
+                                frame_t=None if spread is None else spread_times(t, spread, audio.shape[2]))
         at_t = torch.ones_like(t) if spec.audio is Role.GIVEN else t
         at_stream = text_stream(cond.audio_tokens, cond.audio_mask, at_t, cond.speech, cond.speech_mask)
     return ApolloInputs(video=v_stream, video_text=vt_stream, audio_text=at_stream, audio=a_stream)
@@ -111,27 +115,37 @@ def frame_weight(task: Task, video: Tensor) -> Tensor | None:
     return w
 
 
-def video_time(task: Task, t: Tensor, frames: int) -> Tensor:
-    """Per-latent-frame time `[B, T]`: the given first frame sits at t=1."""
-    tf = t.view(-1, 1).expand(-1, frames).clone()
+def video_time(task: Task, t: Tensor, frames: int, spread: Tensor | None = None) -> Tensor:
+    """Per-latent-frame time `[B, T]`: the given first frame sits at t=1; `spread` as in `assemble`."""
+    tf = t.view(-1, 1).expand(-1, frames).clone() if spread is None else spread_times(t, spread, frames)
     if task.spec.first_frame_given:
         tf[:, 0] = 1.0
     return tf
 
 
-def velocities(model: nn.Module, task: Task, inputs: ApolloInputs, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
+def stream_time(task: Task, name: str, t: Tensor, frames: int, spread: Tensor | None = None) -> Tensor:
+    """The flow time of generated stream `name` with `frames` latent frames: `[B]` t, or `[B, T]`
+    per frame (video, or any stream with a spread)."""
+    if name == "video":
+        return video_time(task, t, frames, spread)
+    return t if spread is None else spread_times(t, spread, frames)
+
+
+def velocities(model: nn.Module, task: Task, inputs: ApolloInputs, state: dict[str, Tensor], t: Tensor,
+               spread: Tensor | None = None) -> dict[str, Tensor]:
     """Velocities for the generated modalities; zero on a given first frame."""
     raw = model(inputs)
     out = {}
     for name in task.spec.generates:
         x = state[name]
-        tt = video_time(task, t, x.shape[2]) if name == "video" else t
+        tt = stream_time(task, name, t, x.shape[2], spread)
         v = to_velocity(raw[name], x.float(), tt, model.config.prediction)
         w = frame_weight(task, x) if name == "video" else None
         out[name] = v if w is None else v * w
     return out
 
 
+FRAME_SPREAD_SHARE = 0.5  # the share of rows `training_loss` draws at its frame_spread
 ONSET_SHARE = 0.1  # the share of a batch's audio latent frames that `onset_weight` boosts
 
 
@@ -199,23 +213,24 @@ def estimate_streams(config: ApolloConfig, task: Task) -> tuple[str, ...]:
     return tuple(k for k in task.spec.generates if k in config.self_conditioned)
 
 
-def clean_estimates(task: Task, state: dict[str, Tensor], v: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
+def clean_estimates(task: Task, state: dict[str, Tensor], v: dict[str, Tensor], t: Tensor,
+                    spread: Tensor | None = None) -> dict[str, Tensor]:
     """x1_hat per generated stream from its velocity at flow time `t` `[B]` (a given first frame,
     whose velocity is zero, stays as it is)."""
     out = {}
     for name, u in v.items():
-        tt = video_time(task, t, state[name].shape[2]) if name == "video" else t
+        tt = stream_time(task, name, t, state[name].shape[2], spread)
         out[name] = clean_estimate(state[name].float(), u, tt)
     return out
 
 
 def self_condition_estimate(model: nn.Module, task: Task, inputs: ApolloInputs, state: dict[str, Tensor],
-                            t: Tensor) -> dict[str, Tensor]:
+                            t: Tensor, spread: Tensor | None = None) -> dict[str, Tensor]:
     """The model's clean estimate of the generated streams without one of its own (no gradient):
     what a self-conditioned model reads on the pass that trains it, like the previous step's
     estimate at sampling."""
     with torch.no_grad():
-        return clean_estimates(task, state, velocities(model, task, inputs, state, t), t)
+        return clean_estimates(task, state, velocities(model, task, inputs, state, t, spread), t, spread)
 
 
 def _swapped(swap: Swap, x0: Tensor, x1: Tensor, xt: Tensor, target: Tensor, t: Tensor,
@@ -238,7 +253,7 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
                   generator: torch.Generator | None = None, t: Tensor | None = None, logit_mean: float = 0.0,
                   logit_std: float = 1.0, shift: float = 1.0, onset_boost: float = 0.0,
                   foreground_boost: float = 0.0, motion_boost: float = 0.0,
-                  weight_cap: float = 0.0, swap: Swap | None = None) -> dict[str, Tensor]:
+                  weight_cap: float = 0.0, swap: Swap | None = None, frame_spread: float = 0.0) -> dict[str, Tensor]:
     """Flow-matching loss of one task on clean latents x1 (Eq. 7-9): a scalar per generated
     modality plus `total`. Given modalities are fed clean; absent ones are not in the sequence.
     `onset_boost` > 0 weights the generated audio's onset frames up (`onset_weight`),
@@ -247,7 +262,9 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
     loss stays a weighted mean, so its scale is comparable. `weight_cap` > 0 caps the weight
     1/(1-t)^2 the velocity loss puts on each sample's clean-estimate error (`flow.time_weight`).
     A model with `self_condition` reads, on a `SELF_CONDITION_SHARE` of the calls, its own no-grad
-    clean estimate first. `swap` draws some rows' noisy video from counterfactual clips (`Swap`)."""
+    clean estimate first. `swap` draws some rows' noisy video from counterfactual clips (`Swap`).
+    `frame_spread` > 0 puts a `FRAME_SPREAD_SHARE` of the rows' frames at times spread by that much
+    (`flow.spread_times`: earlier frames cleaner), as a sampler with the same spread visits them."""
     config: ApolloConfig = model.config
     spec = task.spec
     ref = video if video is not None else audio
@@ -256,6 +273,11 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
     b = ref.shape[0]
     if t is None:
         t = shift_time(logit_normal(b, mean=logit_mean, std=logit_std, generator=generator, device=ref.device), shift)
+    spread = None
+    if frame_spread > 0:
+        # Half the rows at the sampler's spread, half flat: the model keeps both ways of sampling.
+        rows = torch.rand(b, generator=generator, device=ref.device) < FRAME_SPREAD_SHARE  # [B]
+        spread = rows.float() * frame_spread  # [B]
     clean = {"video": video, "audio": audio}
     noisy: dict[str, Tensor | None] = {"video": None, "audio": None}
     targets = {}
@@ -270,7 +292,7 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
             continue
         corr = config.video_noise_corr if name == "video" else 0.0
         x0 = frame_noise(x1.shape, corr, generator=generator, device=x1.device, dtype=x1.dtype)
-        tt = video_time(task, t, x1.shape[2]) if name == "video" else t
+        tt = stream_time(task, name, t, x1.shape[2], spread)
         xt = interpolate(x0, x1, tt)
         target = velocity_target(x0, x1)
         if name == "video" and swap is not None:
@@ -279,14 +301,15 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
             xt[:, :, 0] = x1[:, :, 0]
         noisy[name] = xt
         targets[name] = target
-    inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond)
+    inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond, spread=spread)
     state = {k: v for k, v in noisy.items() if v is not None}
     # Only a task that generates a self-conditioned stream draws, so the other tasks keep their RNG.
     reads = estimate_streams(config, task)
     if reads and float(torch.rand(1, generator=generator, device=ref.device)) < SELF_CONDITION_SHARE:
-        estimate = self_condition_estimate(model, task, inputs, state, t)
-        inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond, estimate=estimate)
-    pred = velocities(model, task, inputs, state, t)
+        estimate = self_condition_estimate(model, task, inputs, state, t, spread)
+        inputs = assemble(config, task, video=noisy["video"], audio=noisy["audio"], t=t, cond=cond, estimate=estimate,
+                          spread=spread)
+    pred = velocities(model, task, inputs, state, t, spread)
     losses: dict[str, Tensor] = {}
     per_sample = time_weight(t.float(), weight_cap)  # [B]
     for name, target in targets.items():

@@ -176,13 +176,14 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
             steps: int, video_cfg: float, audio_cfg: float, shift: float, solver: str | Solver,
             callback: StepCallback | None = None, video_sync_cfg: float = 0.0,
             audio_sync_cfg: float = 0.0, eta: float = ANCESTRAL_ETA,
-            generator: torch.Generator | None = None) -> dict[str, Tensor]:
+            generator: torch.Generator | None = None, spread: float = 0.0) -> dict[str, Tensor]:
     """Integrate the task's generated modalities from noise to data. `init` holds noise for the
     generated modalities (with a given first frame already in place) and clean latents for given
     ones. Cond and uncond run as one batch. `*_sync_cfg` (0 = off) adds cross-modal guidance to a
     generated stream whose task also has the other stream: one more conditioned pass per step
     with the other stream dropped (`Task.without`), see `sampling.cross_modal_guided`. `eta` and
-    `generator`: the fresh noise of the ancestral solver (`sampling.sample`)."""
+    `generator`: the fresh noise of the ancestral solver (`sampling.sample`). `spread` > 0: earlier
+    frames run ahead of later ones by that much in logit time (`flow.spread_times`)."""
     config = model.config
     spec = task.spec
     scales = {"video": video_cfg, "audio": audio_cfg}
@@ -202,9 +203,11 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
         x = {k: torch.cat([v, v]) if guide else v for k, v in state.items()}
         est = {k: torch.cat([v, v]) if guide else v for k, v in previous.items()}
         tt = torch.full((x[next(iter(x))].shape[0],), t, dtype=torch.float32, device=both.video_tokens.device)
-        inputs = assemble(config, task, video=x.get("video"), audio=x.get("audio"), t=tt, cond=both, estimate=est)
+        sp = torch.full_like(tt, spread) if spread > 0 else None  # [2B or B]
+        inputs = assemble(config, task, video=x.get("video"), audio=x.get("audio"), t=tt, cond=both, estimate=est,
+                          spread=sp)
         with torch.no_grad():
-            v = velocities(model, task, inputs, x, tt)
+            v = velocities(model, task, inputs, x, tt, sp)
         v_cond = {k: u[:b] for k, u in v.items()} if guide else v
         out = guided(v_cond, {k: u[b:] for k, u in v.items()}, scales) if guide else v
         if sync:
@@ -212,16 +215,18 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
             for m, sub in alone.items():
                 own = {m: state[m]}  # [B, C, ...] the stream alone, conditioned on its caption
                 inputs = assemble(config, sub, video=own.get("video"), audio=own.get("audio"), t=tt[:b], cond=cond,
-                                  estimate={m: previous[m]} if m in previous else None)
+                                  estimate={m: previous[m]} if m in previous else None,
+                                  spread=None if sp is None else sp[:b])
                 with torch.no_grad():
-                    v_alone[m] = velocities(model, sub, inputs, own, tt[:b])[m]
+                    v_alone[m] = velocities(model, sub, inputs, own, tt[:b], None if sp is None else sp[:b])[m]
             out = cross_modal_guided(out, v_cond, v_alone, sync)
         if reads:
-            previous.update(clean_estimates(task, state, {k: out[k] for k in reads}, tt[:b]))
+            previous.update(clean_estimates(task, state, {k: out[k] for k in reads}, tt[:b],
+                                            None if sp is None else sp[:b]))
         return out
 
     return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback, eta=eta,
-                  generator=generator, noise_corr={"video": config.video_noise_corr})
+                  generator=generator, noise_corr={"video": config.video_noise_corr}, spread=spread)
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,8 @@ class Request:
     # DEFAULT_SOLVER and ANCESTRAL_ETA; eta (euler_ancestral only) is the share of fresh noise per step
     solver: str | None = None
     eta: float | None = None
+    # None: the checkpoint's recommended frame spread (defaults["spread"]), else 0 (every frame at one time)
+    spread: float | None = None
     seed: int = 0
 
 
@@ -267,6 +274,14 @@ def sampler_settings(bundle: Bundle, solver: str | None, eta: float | None) -> t
     (`sampling.sample`)."""
     name = Solver.parse(solver if solver is not None else bundle.defaults.get("solver", DEFAULT_SOLVER)).value
     return name, float(eta if eta is not None else bundle.defaults.get("eta", ANCESTRAL_ETA))
+
+
+def frame_spread(bundle: Bundle, spread: float | None) -> float:
+    """The frame spread given, else the checkpoint's recommended one (defaults["spread"]), else 0."""
+    value = float(spread if spread is not None else bundle.defaults.get("spread", 0.0))
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"spread must be a finite number >= 0, got {value}")
+    return value
 
 
 def sync_scales(bundle: Bundle, video: float | None, audio: float | None) -> tuple[float, float]:
@@ -320,7 +335,8 @@ def generate(bundle: Bundle, request: Request, callback: StepCallback | None = N
     init = {k: v.to(device) for k, v in init.items()}
     out = denoise(bundle.model, task, cond, uncond, init, steps=steps, video_cfg=request.video_cfg,
                   audio_cfg=request.audio_cfg, shift=request.shift, solver=solver, callback=callback,
-                  video_sync_cfg=video_sync, audio_sync_cfg=audio_sync, eta=eta, generator=gen)
+                  video_sync_cfg=video_sync, audio_sync_cfg=audio_sync, eta=eta, generator=gen,
+                  spread=frame_spread(bundle, request.spread))
     frames, wave = decode(bundle, out, geo)
     if spec.video is Role.GIVEN:
         frames = request.video[None, : geo.frames]

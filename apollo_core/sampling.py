@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .flow import clean_estimate, frame_noise, noise_estimate, shift_time
+from .flow import clean_estimate, expand_time, frame_noise, noise_estimate, shift_time, spread_times
 
 State = dict[str, Tensor]
 # The ancestral solver's default share of fresh noise per step (measured on apollo-tiny: assets README).
@@ -61,13 +61,21 @@ def cross_modal_guided(v: State, v_joint: State, v_alone: State, scales: dict[st
 
 def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1.0, solver: "str | Solver" = "euler",
            callback: StepCallback | None = None, eta: float = ANCESTRAL_ETA,
-           generator: torch.Generator | None = None, noise_corr: dict[str, float] | None = None) -> State:
+           generator: torch.Generator | None = None, noise_corr: dict[str, float] | None = None,
+           spread: float = 0.0) -> State:
     """eta and generator: the ancestral solver's share of fresh noise per step and its noise source.
     noise_corr: per stream, the frame-to-frame correlation of that fresh noise (`flow.frame_noise`;
-    the model's own, e.g. `{"video": config.video_noise_corr}`; absent streams draw independent noise)."""
+    the model's own, e.g. `{"video": config.video_noise_corr}`; absent streams draw independent noise).
+    spread > 0: each stream's frames (axis 2) move on their own times, `flow.spread_times` of the
+    grid's t (earlier frames ahead); velocity_fn still gets the grid's t and must apply the same
+    spread (Euler and euler_ancestral only)."""
     solver = Solver.parse(solver)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1] (the share of fresh noise per ancestral step), got {eta}")
+    if spread < 0 or not math.isfinite(spread):
+        raise ValueError(f"spread must be a finite number >= 0 (0 = every frame at one time), got {spread}")
+    if spread > 0 and solver not in (Solver.EULER, Solver.EULER_ANCESTRAL):
+        raise ValueError(f"a frame spread needs the euler or euler_ancestral sampler, not {solver.value}")
     ts = time_grid(steps, shift)
     x = {k: v.clone() for k, v in init.items()}
     prev_data: State | None = None
@@ -75,6 +83,11 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
     for i in range(steps):
         t0, t1 = ts[i], ts[i + 1]
         v = velocity_fn(x, t0)
+        if spread > 0:
+            x, ends = _spread_step(x, v, t0, t1, spread, solver, eta, generator, noise_corr or {})
+            if callback is not None:
+                callback(i + 1, steps, {k: clean_estimate(x[k], v[k], ends[k]) if (t1 < 1 and k in v) else x[k] for k in x})
+            continue
         if solver is Solver.EULER:
             x = _axpy(x, v, t1 - t0)
         elif solver is Solver.EULER_ANCESTRAL:
@@ -96,27 +109,52 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
     return x
 
 
-def _ancestral(x: State, v: State, t0: float, t1: float, eta: float, generator: torch.Generator | None,
-               noise_corr: dict[str, float]) -> State:
+def _frame_times(t: float, spread: float, like: Tensor) -> Tensor:
+    """Times `[1, F]` of `like`'s frames (axis 2) at grid time t under `spread`."""
+    return spread_times(torch.tensor([t], dtype=torch.float64, device=like.device), spread, like.shape[2])
+
+
+def _spread_step(x: State, v: State, t0: float, t1: float, spread: float, solver: Solver, eta: float,
+                 generator: torch.Generator | None, noise_corr: dict[str, float]) -> tuple[State, dict[str, Tensor]]:
+    """One Euler or ancestral step with each stream's frames on their own times; also returns
+    each stream's frame times at t1 (for the callback's clean estimate)."""
+    out, ends = {}, {}
+    for k in x:
+        if k not in v:
+            out[k] = x[k]
+            continue
+        a, b = _frame_times(t0, spread, x[k]), _frame_times(t1, spread, x[k])  # [1, F] each
+        ends[k] = b
+        if solver is Solver.EULER:
+            out[k] = x[k] + expand_time(b - a, x[k]) * v[k]
+        else:
+            out[k] = _ancestral({k: x[k]}, {k: v[k]}, a, b, eta, generator, noise_corr)[k]
+    return out, ends
+
+
+def _ancestral(x: State, v: State, t0: "float | Tensor", t1: "float | Tensor", eta: float,
+               generator: torch.Generator | None, noise_corr: dict[str, float]) -> State:
     """DDIM with fresh noise on the path x_t = t x1 + (1 - t) x0: from the clean estimate x1_hat
     and the noise x0_hat the velocity implies, x(t1) = t1 x1_hat + sqrt((1-t1)^2 - c^2) x0_hat + c z
     with c^2 = eta (1-t1)^2 (1 - r^2), r = t0 (1-t1) / (t1 (1-t0)): eta = 1 is DDPM's ancestral
     step (the posterior variance), eta = 0 the Euler step exactly. Re-noising pulls a sample whose
     early clean estimates were off back towards the noise levels the model was trained on.
-    Zero-velocity (given) elements are held."""
+    Zero-velocity (given) elements are held. t0, t1: floats, or per-frame times `[1, F]` (a spread)."""
     r = t0 * (1.0 - t1) / (t1 * (1.0 - t0))  # in [0, 1): 0 < t1, t0 < t1 <= 1
     fresh = eta * (1.0 - r * r)  # share of the remaining noise variance drawn anew, in [0, 1]
-    c = (1.0 - t1) * math.sqrt(fresh)
-    keep = (1.0 - t1) * math.sqrt(1.0 - fresh)
+    sqrt = torch.sqrt if isinstance(fresh, Tensor) else math.sqrt
+    c = (1.0 - t1) * sqrt(fresh)
+    keep = (1.0 - t1) * sqrt(1.0 - fresh)
     out = {}
     for k in x:
         if k not in v:
             out[k] = x[k]
             continue
+        ck, kk, tk = (expand_time(u, x[k]) for u in (c, keep, t1)) if isinstance(c, Tensor) else (c, keep, t1)
         x1_hat = clean_estimate(x[k], v[k], t0)  # [B, C, ...]
         x0_hat = noise_estimate(x[k], v[k], t0)  # [B, C, ...]
         z = frame_noise(x[k].shape, noise_corr.get(k, 0.0), generator=generator, device=x[k].device, dtype=x[k].dtype)
-        out[k] = torch.where(v[k] == 0, x[k], t1 * x1_hat + keep * x0_hat + c * z)
+        out[k] = torch.where(v[k] == 0, x[k], tk * x1_hat + kk * x0_hat + ck * z)
     return out
 
 

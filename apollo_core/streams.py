@@ -103,11 +103,16 @@ def video_stream(
     first_frame_given: bool = False,
     given: bool = False,
     self_cond: Tensor | None = None,
+    frame_t: Tensor | None = None,
 ) -> LatentStream:
-    """Video stream for latents `[B, C, T, H, W]` at flow time `t` `[B]`."""
+    """Video stream for latents `[B, C, T, H, W]` at flow time `t` `[B]`; `frame_t` `[B, T]`: a
+    time per latent frame instead (`flow.spread_times`), a patch taking its first frame's."""
     gt, gh, gw = video_token_grid(config, tuple(latent.shape))
     b = latent.shape[0]
-    per_frame = t.to(torch.float32).view(b, 1).expand(b, gt).clone()  # [B, Tt]
+    if frame_t is not None:
+        per_frame = frame_t.to(torch.float32)[:, :: config.video.patch_t].clone()  # [B, Tt]
+    else:
+        per_frame = t.to(torch.float32).view(b, 1).expand(b, gt).clone()  # [B, Tt]
     if given:
         per_frame.fill_(1.0)
     elif first_frame_given:
@@ -131,16 +136,22 @@ def audio_stream(
     given: bool = False,
     video_latent_frames: int | None = None,
     self_cond: Tensor | None = None,
+    frame_t: Tensor | None = None,
 ) -> LatentStream:
-    """Audio stream for latents `[B, C, T]` at flow time `t` `[B]`.
+    """Audio stream for latents `[B, C, T]` at flow time `t` `[B]`; `frame_t` `[B, T]`: a time per
+    latent frame instead (`flow.spread_times`), a patch taking its first frame's.
 
     video_latent_frames: only for `rope_audio="offset"` (the paper's literal scheme), where audio
     positions start after the last video temporal id; derived from the clip length when None.
     """
     n = audio_token_count(config, tuple(latent.shape))
     b = latent.shape[0]
-    tt = torch.ones(b, device=latent.device) if given else t.to(torch.float32)
-    timesteps = tt.view(b, 1).expand(b, n).contiguous()  # [B, N]
+    if given:
+        timesteps = torch.ones(b, n, device=latent.device)  # [B, N]
+    elif frame_t is not None:
+        timesteps = frame_t.to(torch.float32)[:, :: config.audio.patch].contiguous()  # [B, N]
+    else:
+        timesteps = t.to(torch.float32).view(b, 1).expand(b, n).contiguous()  # [B, N]
     if video_latent_frames is None:
         seconds = latent.shape[-1] * config.audio.hop / config.audio.sample_rate
         video_latent_frames = max(1, config.video.latent_frames(round(seconds * config.video.fps)))

@@ -36,7 +36,7 @@ def quality_command(args: argparse.Namespace) -> int:
     results = run_quality(args.checkpoint, specs, args.tasks, args.n, args.steps, args.seed,
                           reference=not args.no_reference, video_cfg=args.video_cfg, audio_cfg=args.audio_cfg,
                           solver=args.solver, shift=args.shift, video_sync_cfg=args.video_sync_cfg,
-                          audio_sync_cfg=args.audio_sync_cfg, eta=args.eta, log=log)
+                          audio_sync_cfg=args.audio_sync_cfg, eta=args.eta, spread=args.spread, log=log)
     if args.specs:
         results["specs"] = str(args.specs)
     results["command"] = " ".join(["apollo-av", "bench", "quality", *args.argv])
@@ -66,6 +66,8 @@ def add_quality_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--eta", type=float, help="euler_ancestral: share of fresh noise per step (default: the "
                    f"checkpoint's recommended value, else {ANCESTRAL_ETA})")
     p.add_argument("--shift", type=float, default=1.0, help="sampling time shift (>1 spends more steps at high noise)")
+    p.add_argument("--spread", type=float, help="frame spread, >= 0 (default: the checkpoint's recommended value, "
+                   "else 0)")
     p.add_argument("--no-reference", action="store_true", help="skip the row scoring the rendered real clips")
     p.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")
     p.add_argument("--json", help="write the results here (JSON)")

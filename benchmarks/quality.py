@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from apollo_core.pipeline import (Bundle, Request, decode_audio, decode_video, encode_frames, encode_waveform, generate,
-                                  geometry, load_bundle, sampler_settings, sampling_steps, sync_scales)
+                                  frame_spread, geometry, load_bundle, sampler_settings, sampling_steps, sync_scales)
 from apollo_core.sampling import Solver
 from apollo_core.tasks import Task
 from training.data.world import HELDOUT_PATH, Sample, SceneSpec, SpecError, load_specs, render
@@ -61,7 +61,8 @@ def render_for_model(spec: SceneSpec, bundle: Bundle) -> Sample:
 
 def make_request(task: Task, real: Sample, *, steps: int, seed: int, video_cfg: float, audio_cfg: float,
                  solver: str | None = None, shift: float = 1.0, video_sync_cfg: float | None = None,
-                 audio_sync_cfg: float | None = None, eta: float | None = None) -> Request:
+                 audio_sync_cfg: float | None = None, eta: float | None = None,
+                 spread: float | None = None) -> Request:
     """The request a task gets for one spec: captions as prompts, real inputs where it conditions."""
     frames = torch.from_numpy(real.frames).float() / 255.0  # [T, H, W, 3]
     return Request(
@@ -71,7 +72,7 @@ def make_request(task: Task, real: Sample, *, steps: int, seed: int, video_cfg: 
         audio=torch.from_numpy(real.audio)[None] if task.needs_audio else None,
         seconds=real.spec.seconds, width=real.spec.size, height=real.spec.size,
         steps=steps, video_cfg=video_cfg, audio_cfg=audio_cfg, seed=seed, solver=solver, shift=shift,
-        video_sync_cfg=video_sync_cfg, audio_sync_cfg=audio_sync_cfg, eta=eta,
+        video_sync_cfg=video_sync_cfg, audio_sync_cfg=audio_sync_cfg, eta=eta, spread=spread,
     )
 
 
@@ -165,7 +166,7 @@ def _clean(x: object) -> object:
 def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: list[str], n: int, steps: int | None,
                 seed: int, *, reference: bool = True, video_cfg: float = 3.0, audio_cfg: float = 3.0,
                 solver: str | None = None, shift: float = 1.0, video_sync_cfg: float | None = None,
-                audio_sync_cfg: float | None = None, eta: float | None = None,
+                audio_sync_cfg: float | None = None, eta: float | None = None, spread: float | None = None,
                 log: Callable[[str], None] | None = None) -> dict:
     """Generate `n` clips per task (the first n specs; the held-out file when `specs` is None) and
     score them (steps, solver, eta, sync scales None: the checkpoint's recommended values). Returns a JSON-serialisable
@@ -186,6 +187,7 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
     steps = sampling_steps(bundle, steps)
     video_sync_cfg, audio_sync_cfg = sync_scales(bundle, video_sync_cfg, audio_sync_cfg)
     solver, eta = sampler_settings(bundle, solver, eta)
+    spread = frame_spread(bundle, spread)
     reals = [render_for_model(s, bundle) for s in specs]
     real_feats = [{"video": video_features(r.frames), "audio": audio_features(r.audio, r.sample_rate)} for r in reals]
     results: dict[str, dict] = {}
@@ -206,7 +208,7 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
             frames, audio, scored, image = _generate(bundle, name, real, steps=steps, seed=seed + i,
                                                      video_cfg=video_cfg, audio_cfg=audio_cfg, solver=solver,
                                                      shift=shift, video_sync_cfg=video_sync_cfg,
-                                                     audio_sync_cfg=audio_sync_cfg, eta=eta)
+                                                     audio_sync_cfg=audio_sync_cfg, eta=eta, spread=spread)
             score.seconds.append(time.perf_counter() - t0)
             score.add(real, frames, audio, score_video="video" in scored, score_audio="audio" in scored,
                       image=image, real_feats=feats)
@@ -218,6 +220,7 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
         "specs": source, "n": len(specs), "steps": steps, "seed": seed, "video_cfg": video_cfg, "audio_cfg": audio_cfg,
         "video_sync_cfg": video_sync_cfg, "audio_sync_cfg": audio_sync_cfg, "solver": solver, "shift": shift,
         **({"eta": eta} if Solver.parse(solver) is Solver.EULER_ANCESTRAL else {}),
+        **({"spread": spread} if spread > 0 else {}),
         "geometry": {"size": reals[0].spec.size, "fps": reals[0].fps, "sample_rate": reals[0].sample_rate},
         "seconds": time.perf_counter() - started, "tasks": results,
     })

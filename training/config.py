@@ -111,6 +111,9 @@ class StageConfig:
     # leaving; apollo_core.objective.motion_weight).
     motion_boost: float = 0.0
     counterfactual: SwapConfig | None = None
+    # Frames at spread times on half the rows (apollo_core.objective.training_loss; logit units,
+    # earlier frames cleaner), for a sampler with the same spread; 0 = every frame at one time.
+    frame_spread: float = 0.0
 
     def task_weights(self) -> dict[Task, float]:
         return {Task.parse(k): float(v) for k, v in self.tasks.items()}
@@ -424,6 +427,7 @@ def _check_stage(cfg: RunConfig, i: int, stage: StageConfig) -> None:
     _non_negative(f"{p}.onset_boost", stage.onset_boost)
     _non_negative(f"{p}.foreground_boost", stage.foreground_boost)
     _non_negative(f"{p}.motion_boost", stage.motion_boost)
+    _non_negative(f"{p}.frame_spread", stage.frame_spread)
     if stage.counterfactual is not None:
         sw = stage.counterfactual
         _range(f"{p}.counterfactual.share", sw.share, 0.0, 1.0)

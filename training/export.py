@@ -34,10 +34,11 @@ from .data.prepare import clip_format
 
 def bundle_extra(cfg: RunConfig, text_encoder: str, *, steps: int | None = None,
                  sync_cfg: dict[str, float] | None = None, solver: str | None = None, eta: float | None = None,
-                 **more: Any) -> dict[str, Any]:
+                 spread: float | None = None, **more: Any) -> dict[str, Any]:
     """steps: the sampling steps generation defaults to; sync_cfg: {"video"|"audio": scale}, the
     cross-modal guidance it defaults to; solver and eta: the sampler it defaults to (measure each
-    with `apollo-av bench quality --steps N --audio-sync-cfg X --solver S --eta E` first). None
+    with `apollo-av bench quality --steps N --audio-sync-cfg X --solver S --eta E` first); spread:
+    the frame spread it samples with (`flow.spread_times`; for a model trained with one). None
     leaves the pipeline's own defaults (25 Euler steps, no sync guidance)."""
     clip = cfg.data.clip
     defaults: dict[str, Any] = {"width": clip.width, "height": clip.height, "seconds": clip.seconds}
@@ -55,6 +56,10 @@ def bundle_extra(cfg: RunConfig, text_encoder: str, *, steps: int | None = None,
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         defaults["eta"] = float(eta)
+    if spread is not None:
+        if not (math.isfinite(spread) and spread >= 0):
+            raise ValueError(f"spread must be a finite number >= 0, got {spread}")
+        defaults["spread"] = float(spread)
     return {"text_encoder": text_encoder, "defaults": defaults,
             "codecs": {"video": cfg.codecs.video, "audio": cfg.codecs.audio}, **more}
 
@@ -85,14 +90,14 @@ def export_state(state: dict[str, torch.Tensor], cfg: RunConfig, folder: str | o
 def export_checkpoint(source: str | os.PathLike, folder: str | os.PathLike, *, weight_dtype: str = "fp32",
                       use_ema: bool = True, steps: int | None = None,
                       sync_cfg: dict[str, float] | None = None, solver: str | None = None,
-                      eta: float | None = None) -> Path:
+                      eta: float | None = None, spread: float | None = None) -> Path:
     """A training checkpoint (or a run folder: its latest checkpoint) -> bundle folder."""
     ckpt = resolve_resume(source)
     state = json.loads((ckpt / TRAINER_FILE).read_text())
     cfg = parse_config(state["config"], source=str(ckpt / TRAINER_FILE))
     model = load_model(ckpt / ("ema.safetensors" if use_ema else "model.safetensors"), attention="math")
     extra = bundle_extra(cfg, state.get("text_encoder", "minilm"), steps=steps, sync_cfg=sync_cfg,
-                         solver=solver, eta=eta, step=state["step"], ema=use_ema,
+                         solver=solver, eta=eta, spread=spread, step=state["step"], ema=use_ema,
                          eval=state.get("last_eval", {}), source=str(ckpt),
                          stages=[s.name for s in cfg.stages])
     return write_bundle(folder, model, cfg, extra=extra, weight_dtype=weight_dtype)
@@ -109,10 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio-sync-cfg", type=float, help="cross-modal guidance of the audio it defaults to")
     parser.add_argument("--solver", choices=[s.value for s in Solver], help="the sampler it defaults to")
     parser.add_argument("--eta", type=float, help="euler_ancestral's share of fresh noise it defaults to")
+    parser.add_argument("--spread", type=float, help="the frame spread it samples with (a model trained with "
+                        "frame_spread)")
     args = parser.parse_args(argv)
     sync = {m: v for m, v in (("video", args.video_sync_cfg), ("audio", args.audio_sync_cfg)) if v is not None}
     print(export_checkpoint(args.source, args.out, weight_dtype=args.weight_dtype, use_ema=not args.raw,
-                            steps=args.steps, sync_cfg=sync or None, solver=args.solver, eta=args.eta))
+                            steps=args.steps, sync_cfg=sync or None, solver=args.solver, eta=args.eta,
+                            spread=args.spread))
     return 0
 
 

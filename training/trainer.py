@@ -256,7 +256,7 @@ class Trainer:
                                            onset_boost=stage.onset_boost,
                                            foreground_boost=stage.foreground_boost,
                                            motion_boost=stage.motion_boost, weight_cap=flow.weight_cap,
-                                           swap=swap)
+                                           swap=swap, frame_spread=stage.frame_spread)
                 self.acc.backward(losses["total"] / accum)
             tasks.append(task)
             for j, name in enumerate(("video", "audio", "total")):
