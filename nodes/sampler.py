@@ -149,7 +149,8 @@ class ApolloSampler(io.ComfyNode):
         out = denoise(model.patcher.model, job, cond.to(device), uncond.to(device),
                       {k: v.to(device) for k, v in init.items()}, steps=steps, video_cfg=video_cfg,
                       audio_cfg=audio_cfg, shift=shift, solver=sampler, callback=on_step,
-                      video_sync_cfg=video_sync_cfg, audio_sync_cfg=audio_sync_cfg, generator=gen)
+                      video_sync_cfg=video_sync_cfg, audio_sync_cfg=audio_sync_cfg, generator=gen,
+                      spread=float(model.defaults.get("spread", 0.0)))  # a model trained to sample so
         result = {k: v.float().cpu() for k, v in out.items()}
         meta = dict(meta, task=job.name, content=[m for m in ("video", "audio") if m in result], given=given)
         return io.NodeOutput(make_latent(result.get("video", video0), result.get("audio", audio0), meta))

@@ -8,6 +8,8 @@ sides share the loaded weights and caption encoder.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 from fractions import Fraction
@@ -189,6 +191,20 @@ def test_node_chain_equals_pipeline_generate(kit, task: str) -> None:
         audio = run(kit.pack, "ApolloDecodeAudio", codecs=kit.codecs, latent=out)[0]
         assert audio["sample_rate"] == clip.sample_rate == 8000
         torch.testing.assert_close(audio["waveform"][0], clip.waveform, atol=1e-5, rtol=0)
+
+
+def test_sampler_samples_with_the_checkpoints_frame_spread(kit, monkeypatch) -> None:
+    core = kit.pack.apollo_core
+    monkeypatch.setitem(kit.model.defaults, "spread", 2.0)
+    frames = run(kit.pack, "ApolloDecodeVideo", codecs=kit.codecs, latent=sample(kit, "T2V"), chunk_frames=16)[0]
+    bundle = core.pipeline.Bundle(kit.model.patcher.model, kit.codecs.video, kit.codecs.audio,
+                                  kit.text_encoder.encoder, defaults={"spread": 2.0})
+    request = core.pipeline.Request(task=core.tasks.Task.T2V, negative_video="blurry", negative_audio="hiss",
+                                    seconds=2.0, width=32, height=32, steps=2, video_cfg=3.0, audio_cfg=2.0,
+                                    video_sync_cfg=0.5, audio_sync_cfg=1.5, seed=3, **PROMPT)
+    torch.testing.assert_close(frames, core.pipeline.generate(bundle, request).frames, atol=1e-5, rtol=0)
+    flat = core.pipeline.generate(bundle, dataclasses.replace(request, spread=0.0)).frames
+    assert not torch.allclose(frames, flat, atol=1e-3)
 
 
 def test_sampler_defaults_to_the_embedded_models_sampling(kit) -> None:
