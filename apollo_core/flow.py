@@ -64,9 +64,9 @@ def spread_times(t: Tensor, spread: Tensor | float, frames: int) -> Tensor:
     same time. t = 0 and t = 1 stay flat (all noise, all data), so sampling starts and ends as usual;
     rows with spread 0 get t exactly.
 
-    Why: a sampler that settles a moving object frame by frame can read where it was one frame
-    earlier (already clean) instead of fixing every frame's place at once from noise, where a small
-    model draws a smear that comes and goes between frames (apollo-tiny assets README)."""
+    Why: a sampler that settles a moving object frame by frame could read where it was one frame
+    earlier (already clean) instead of fixing every frame's place at once from noise. On apollo-tiny
+    it did not keep moving objects in every frame and cost sync (measured: its assets README)."""
     t = t.float()
     s = torch.as_tensor(spread, dtype=torch.float32, device=t.device).expand(t.shape[0])  # [B]
     pos = 0.5 - (torch.arange(frames, device=t.device, dtype=torch.float32) + 0.5) / frames  # [F]
