@@ -18,7 +18,7 @@ from .config import ApolloConfig
 from .flow import frame_noise
 from .model.dit import ApolloDiT
 from .objective import Conditioning, assemble, clean_estimates, estimate_streams, velocities
-from .sampling import ANCESTRAL_ETA, Solver, StepCallback, cross_modal_guided, guided, sample
+from .sampling import ANCESTRAL_ETA, Solver, StepCallback, check_spread, cross_modal_guided, guided, sample
 from .tasks import Role, Task
 from .text import TextEncoder, encode_speech, load_text_encoder
 
@@ -278,10 +278,7 @@ def sampler_settings(bundle: Bundle, solver: str | None, eta: float | None) -> t
 
 def frame_spread(bundle: Bundle, spread: float | None) -> float:
     """The frame spread given, else the checkpoint's recommended one (defaults["spread"]), else 0."""
-    value = float(spread if spread is not None else bundle.defaults.get("spread", 0.0))
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"spread must be a finite number >= 0, got {value}")
-    return value
+    return check_spread(spread if spread is not None else bundle.defaults.get("spread", 0.0))
 
 
 def sync_scales(bundle: Bundle, video: float | None, audio: float | None) -> tuple[float, float]:

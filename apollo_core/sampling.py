@@ -39,6 +39,14 @@ class Solver(enum.Enum):
             raise ValueError(f"unknown sampler {value!r}; choose one of {[s.value for s in Solver]}") from None
 
 
+def check_spread(spread: float) -> float:
+    """A frame spread (`flow.spread_times`) as a float; raises unless finite and >= 0."""
+    value = float(spread)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"spread must be a finite number >= 0 (0 = every frame at one time), got {spread}")
+    return value
+
+
 def time_grid(steps: int, shift: float = 1.0) -> list[float]:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -72,8 +80,7 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
     solver = Solver.parse(solver)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1] (the share of fresh noise per ancestral step), got {eta}")
-    if spread < 0 or not math.isfinite(spread):
-        raise ValueError(f"spread must be a finite number >= 0 (0 = every frame at one time), got {spread}")
+    spread = check_spread(spread)
     if spread > 0 and solver not in (Solver.EULER, Solver.EULER_ANCESTRAL):
         raise ValueError(f"a frame spread needs the euler or euler_ancestral sampler, not {solver.value}")
     ts = time_grid(steps, shift)
@@ -83,12 +90,10 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
     for i in range(steps):
         t0, t1 = ts[i], ts[i + 1]
         v = velocity_fn(x, t0)
+        ends: dict[str, Tensor] = {}  # per-frame times at t1 of a spread step
         if spread > 0:
             x, ends = _spread_step(x, v, t0, t1, spread, solver, eta, generator, noise_corr or {})
-            if callback is not None:
-                callback(i + 1, steps, {k: clean_estimate(x[k], v[k], ends[k]) if (t1 < 1 and k in v) else x[k] for k in x})
-            continue
-        if solver is Solver.EULER:
+        elif solver is Solver.EULER:
             x = _axpy(x, v, t1 - t0)
         elif solver is Solver.EULER_ANCESTRAL:
             x = _ancestral(x, v, t0, t1, eta, generator, noise_corr or {})
@@ -105,7 +110,8 @@ def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1
             gap = _lambda(t1) - _lambda(t0)
             x, prev_data, prev_lambda_gap = _dpmpp_2m(x, data, prev_data, prev_lambda_gap, gap, t0, t1, last=i == steps - 1), data, gap
         if callback is not None:
-            callback(i + 1, steps, {k: clean_estimate(x[k], v[k], t1) if (t1 < 1 and k in v) else x[k] for k in x})
+            callback(i + 1, steps, {k: clean_estimate(x[k], v[k], ends.get(k, t1)) if (t1 < 1 and k in v) else x[k]
+                                    for k in x})
     return x
 
 

@@ -9,7 +9,6 @@ sides share the loaded weights and caption encoder.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import shutil
 from fractions import Fraction

@@ -24,7 +24,7 @@ from apollo_core.checkpoint import WEIGHT_DTYPES, load_model, save_model
 from apollo_core.codecs import save_codec
 from apollo_core.model.dit import ApolloDiT
 from apollo_core.pipeline import AUDIO_CODEC_FILE, MODEL_FILE, VIDEO_CODEC_FILE
-from apollo_core.sampling import Solver
+from apollo_core.sampling import Solver, check_spread
 
 from .checkpointing import TRAINER_FILE, host_model, resolve_resume
 from .config import CODEC_RANDOM, RunConfig, parse_config
@@ -57,9 +57,7 @@ def bundle_extra(cfg: RunConfig, text_encoder: str, *, steps: int | None = None,
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         defaults["eta"] = float(eta)
     if spread is not None:
-        if not (math.isfinite(spread) and spread >= 0):
-            raise ValueError(f"spread must be a finite number >= 0, got {spread}")
-        defaults["spread"] = float(spread)
+        defaults["spread"] = check_spread(spread)
     return {"text_encoder": text_encoder, "defaults": defaults,
             "codecs": {"video": cfg.codecs.video, "audio": cfg.codecs.audio}, **more}
 
