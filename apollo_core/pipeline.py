@@ -276,9 +276,10 @@ def sampler_settings(bundle: Bundle, solver: str | None, eta: float | None) -> t
     return name, float(eta if eta is not None else bundle.defaults.get("eta", ANCESTRAL_ETA))
 
 
-def frame_spread(bundle: Bundle, spread: float | None) -> float:
-    """The frame spread given, else the checkpoint's recommended one (defaults["spread"]), else 0."""
-    return check_spread(spread if spread is not None else bundle.defaults.get("spread", 0.0))
+def frame_spread(defaults: dict, spread: float | None) -> float:
+    """The frame spread given, else the checkpoint's recommended one (its `defaults["spread"]`: a
+    bundle's, or a loaded ComfyUI model's), else 0."""
+    return check_spread(spread if spread is not None else defaults.get("spread", 0.0))
 
 
 def sync_scales(bundle: Bundle, video: float | None, audio: float | None) -> tuple[float, float]:
@@ -333,7 +334,7 @@ def generate(bundle: Bundle, request: Request, callback: StepCallback | None = N
     out = denoise(bundle.model, task, cond, uncond, init, steps=steps, video_cfg=request.video_cfg,
                   audio_cfg=request.audio_cfg, shift=request.shift, solver=solver, callback=callback,
                   video_sync_cfg=video_sync, audio_sync_cfg=audio_sync, eta=eta, generator=gen,
-                  spread=frame_spread(bundle, request.spread))
+                  spread=frame_spread(bundle.defaults, request.spread))
     frames, wave = decode(bundle, out, geo)
     if spec.video is Role.GIVEN:
         frames = request.video[None, : geo.frames]

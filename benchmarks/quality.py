@@ -187,7 +187,7 @@ def run_quality(checkpoint: str | None, specs: list[SceneSpec] | None, tasks: li
     steps = sampling_steps(bundle, steps)
     video_sync_cfg, audio_sync_cfg = sync_scales(bundle, video_sync_cfg, audio_sync_cfg)
     solver, eta = sampler_settings(bundle, solver, eta)
-    spread = frame_spread(bundle, spread)
+    spread = frame_spread(bundle.defaults, spread)
     reals = [render_for_model(s, bundle) for s in specs]
     real_feats = [{"video": video_features(r.frames), "audio": audio_features(r.audio, r.sample_rate)} for r in reals]
     results: dict[str, dict] = {}

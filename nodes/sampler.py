@@ -14,8 +14,8 @@ from comfy_api.latest import io
 from ..apollo_core.avio import fit_audio
 from ..apollo_core.codecs import check_codecs
 from ..apollo_core.flow import frame_noise
-from ..apollo_core.pipeline import denoise, encode_frames, encode_image, encode_waveform
-from ..apollo_core.sampling import Solver, check_spread
+from ..apollo_core.pipeline import denoise, encode_frames, encode_image, encode_waveform, frame_spread
+from ..apollo_core.sampling import Solver
 from ..apollo_core.tasks import Role, Task
 from . import preview
 from .latent import check_against, make_latent, read_latent
@@ -150,7 +150,7 @@ class ApolloSampler(io.ComfyNode):
                       {k: v.to(device) for k, v in init.items()}, steps=steps, video_cfg=video_cfg,
                       audio_cfg=audio_cfg, shift=shift, solver=sampler, callback=on_step,
                       video_sync_cfg=video_sync_cfg, audio_sync_cfg=audio_sync_cfg, generator=gen,
-                      spread=check_spread(model.defaults.get("spread", 0.0)))  # a model trained to sample so
+                      spread=frame_spread(model.defaults, None))  # a model trained to sample so
         result = {k: v.float().cpu() for k, v in out.items()}
         meta = dict(meta, task=job.name, content=[m for m in ("video", "audio") if m in result], given=given)
         return io.NodeOutput(make_latent(result.get("video", video0), result.get("audio", audio0), meta))
