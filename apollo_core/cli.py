@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="OUT.mp4 (or OUT.wav for t2a)")
     gen.set_defaults(func=_generate)
 
-    bench = sub.add_parser("bench", add_help=False, help="benchmarks: quality, perf, ablate, robustness (see `apollo-av bench --help`)")
+    bench = sub.add_parser("bench", add_help=False, help="benchmarks: quality, perf, ablate, robustness, probe (see `apollo-av bench --help`)")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
     return parser

@@ -176,14 +176,16 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
             steps: int, video_cfg: float, audio_cfg: float, shift: float, solver: str | Solver,
             callback: StepCallback | None = None, video_sync_cfg: float = 0.0,
             audio_sync_cfg: float = 0.0, eta: float = ANCESTRAL_ETA,
-            generator: torch.Generator | None = None, spread: float = 0.0) -> dict[str, Tensor]:
+            generator: torch.Generator | None = None, spread: float = 0.0,
+            start: float = 0.0) -> dict[str, Tensor]:
     """Integrate the task's generated modalities from noise to data. `init` holds noise for the
     generated modalities (with a given first frame already in place) and clean latents for given
     ones. Cond and uncond run as one batch. `*_sync_cfg` (0 = off) adds cross-modal guidance to a
     generated stream whose task also has the other stream: one more conditioned pass per step
     with the other stream dropped (`Task.without`), see `sampling.cross_modal_guided`. `eta` and
     `generator`: the fresh noise of the ancestral solver (`sampling.sample`). `spread` > 0: earlier
-    frames run ahead of later ones by that much in logit time (`flow.spread_times`)."""
+    frames run ahead of later ones by that much in logit time (`flow.spread_times`). `start` > 0:
+    `init`'s generated modalities are already noised to that flow time (`sampling.sample`)."""
     config = model.config
     spec = task.spec
     scales = {"video": video_cfg, "audio": audio_cfg}
@@ -226,7 +228,7 @@ def denoise(model: ApolloDiT, task: Task, cond: Conditioning, uncond: Conditioni
         return out
 
     return sample(velocity_fn, init, steps=steps, shift=shift, solver=solver, callback=callback, eta=eta,
-                  generator=generator, noise_corr={"video": config.video_noise_corr}, spread=spread)
+                  generator=generator, noise_corr={"video": config.video_noise_corr}, spread=spread, start=start)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Samplers for flow matching (t: 0 noise -> 1 data) over a dict of modalities.
 
-A sampler integrates `velocity_fn(state, t) -> velocities` from t=0 to t=1 on a shifted grid.
+A sampler integrates `velocity_fn(state, t) -> velocities` from t=0 to t=1 on a shifted grid,
+or from a later `start` when the initial state is a clip already noised to that time (SDEdit).
 Given content (a V2A video, a TI2V first frame) is the caller's business: it returns zero
 velocity there, which every solver below leaves unchanged (the ancestral solver holds elements
 whose velocity is exactly zero).
@@ -47,11 +48,23 @@ def check_spread(spread: float) -> float:
     return value
 
 
-def time_grid(steps: int, shift: float = 1.0) -> list[float]:
+def check_start(start: float) -> float:
+    """A sampling start time as a float; raises unless 0 <= start < 1 (1 is the clean end)."""
+    value = float(start)
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ValueError(f"start must be in [0, 1) (0 = pure noise; the flow time the initial state is noised "
+                         f"to), got {start}")
+    return value
+
+
+def time_grid(steps: int, shift: float = 1.0, start: float = 0.0) -> list[float]:
+    """steps + 1 times from `start` to 1: the shifted grid of [0, 1] mapped onto [start, 1], so a
+    later start spends all its steps on the part of the path that is left."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    start = check_start(start)
     grid = shift_time(torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64), shift)
-    return [float(x) for x in grid]
+    return [start + (1.0 - start) * float(x) for x in grid]
 
 
 def guided(v_cond: State, v_uncond: State, scales: dict[str, float]) -> State:
@@ -70,20 +83,25 @@ def cross_modal_guided(v: State, v_joint: State, v_alone: State, scales: dict[st
 def sample(velocity_fn: VelocityFn, init: State, *, steps: int, shift: float = 1.0, solver: "str | Solver" = "euler",
            callback: StepCallback | None = None, eta: float = ANCESTRAL_ETA,
            generator: torch.Generator | None = None, noise_corr: dict[str, float] | None = None,
-           spread: float = 0.0) -> State:
+           spread: float = 0.0, start: float = 0.0) -> State:
     """eta and generator: the ancestral solver's share of fresh noise per step and its noise source.
     noise_corr: per stream, the frame-to-frame correlation of that fresh noise (`flow.frame_noise`;
     the model's own, e.g. `{"video": config.video_noise_corr}`; absent streams draw independent noise).
     spread > 0: each stream's frames (axis 2) move on their own times, `flow.spread_times` of the
     grid's t (earlier frames ahead); velocity_fn still gets the grid's t and must apply the same
-    spread (Euler and euler_ancestral only)."""
+    spread (Euler and euler_ancestral only).
+    start > 0: `init` is the state at flow time `start` (e.g. `flow.interpolate(noise, clip, start)`)
+    and the steps cover [start, 1]; not with a spread, whose frames would start at unequal times."""
     solver = Solver.parse(solver)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1] (the share of fresh noise per ancestral step), got {eta}")
     spread = check_spread(spread)
     if spread > 0 and solver not in (Solver.EULER, Solver.EULER_ANCESTRAL):
         raise ValueError(f"a frame spread needs the euler or euler_ancestral sampler, not {solver.value}")
-    ts = time_grid(steps, shift)
+    if check_start(start) > 0 and spread > 0:
+        raise ValueError(f"start {start} needs spread 0: a spread's frames sit at unequal times, the noised "
+                         "initial state at one")
+    ts = time_grid(steps, shift, start)
     x = {k: v.clone() for k, v in init.items()}
     prev_data: State | None = None
     prev_lambda_gap: float | None = None

@@ -169,6 +169,44 @@ def add_robustness_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     return p
 
 
+def probe_command(args: argparse.Namespace) -> int:
+    from apollo_core.pipeline import load_bundle
+
+    from .probe import format_probe, probe_specs, run_probe
+
+    groups = probe_specs(args.n)
+    bundle = load_bundle(args.checkpoint)
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    results = run_probe(bundle, groups, starts=tuple(args.starts), seed=args.seed, steps=args.steps,
+                        video_cfg=args.video_cfg, log=log)
+    results["command"] = " ".join(["apollo-av", "bench", "probe", *args.argv])
+    print(format_probe(results))
+    if args.json:
+        print(f"wrote {write_json_atomic(args.json, results)}")
+    return 0
+
+
+def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .probe import STARTS
+
+    p = subparsers.add_parser("probe", help="T2V on single-object clips from noise and from the real clip noised "
+                              "to later flow times: where shape and motion are decided")
+    p.add_argument("--checkpoint", help="folder with model + codecs, or a model file (default: embedded apollo-tiny)")
+    p.add_argument("--n", type=int, default=16, help="clips per group (one-hit slide, two-impact bounce, one "
+                   "pulse; default 16)")
+    p.add_argument("--starts", type=float, nargs="+", default=list(STARTS), metavar="T0",
+                   help="flow times in [0, 1) the real clip is noised to before sampling (0 = pure noise; "
+                        "default: 0 0.4 0.6 0.8)")
+    p.add_argument("--steps", type=int, help="sampling steps over [start, 1] (default: the checkpoint's "
+                   "recommended count, else 25)")
+    p.add_argument("--seed", type=int, default=0, help="clip i of a group uses seed + i")
+    p.add_argument("--video-cfg", type=float, default=3.0)
+    p.add_argument("--quiet", action="store_true", help="no per-group progress on stderr")
+    p.add_argument("--json", help="write the results here (JSON)")
+    p.set_defaults(func=probe_command)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cli", description="APOLLO-AV benchmarks")
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -176,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     add_perf_parser(sub)
     add_ablate_parser(sub)
     add_robustness_parser(sub)
+    add_probe_parser(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv[1:]
