@@ -123,12 +123,12 @@ def run_probe(bundle: Bundle, groups: dict[str, list[SceneSpec]], *, starts: tup
 
 def format_probe(results: dict) -> str:
     groups = list(next(iter(results["starts"].values())))
-    head = f"{'start':>5}  " + "  ".join(f"{g:>22}" for g in groups)
-    lines = [head, f"{'':>5}  " + "  ".join(f"{'shape colour motion count':>22}" for _ in groups)]
+    head = f"{'start':>5}  " + "  ".join(f"{g:>25}" for g in groups)
+    lines = [head, f"{'':>5}  " + "  ".join(f"{'shape colour motion count':>25}" for _ in groups)]
     for start, rows in results["starts"].items():
         cells = ["{:>5} {:>6} {:>6} {:>5}".format(*(f"{rows[g][a][0]}/{rows[g][a][1]}" for a in ATTRIBUTES))
                  for g in groups]
-        lines.append(f"{start:>5}  " + "  ".join(f"{c:>22}" for c in cells))
+        lines.append(f"{start:>5}  " + "  ".join(f"{c:>25}" for c in cells))
     lines.append(f"T2V, {results['steps']} {results['solver']} steps over [start, 1], video CFG "
                  f"{results['video_cfg']:g}; objects read right / objects (one per clip); start 0 = pure noise")
     return "\n".join(lines)
