@@ -207,6 +207,10 @@ def identity(frames: np.ndarray | torch.Tensor, image: np.ndarray | torch.Tensor
 
 
 # -- pooling ------------------------------------------------------------------------------------
+def _frames_key(k: str) -> float:
+    return math.inf if k == "none" else float(k)
+
+
 class Tally:
     """Pools per-clip scores into one task's figures."""
 
@@ -250,6 +254,9 @@ class Tally:
           (it falls on the frame that shows the event; clips without onsets count as misses);
           sync_within_1_frame: share within one frame period (+1 ms); sync_onsets_in_frame: share of
           onsets within half a frame of a visual event (penalises audio full of onsets);
+          sync_offset_frames: {"k": events} over the signed nearest-onset offset in frame periods,
+          rounded (+ = audio late; "none": the clip has no onset), where the misses lie;
+          sync_onsets_per_event: audio onsets per visual event (1 when the audio adds none);
         sync_conf / sync_lag_frames / sync_lag0_share: mean SyncNet-style confidence, mean lag of
           its peak (frames, + = audio late) and share of clips peaking at lag 0; talker_conf and
           talker_lag_frames: the same over talker clips (mouth opening vs voice RMS);
@@ -269,6 +276,9 @@ class Tally:
             out["sync_offset_ms"] = float(np.mean(np.abs(off[finite])) * 1000) if finite.any() else None
             out["sync_in_frame"] = float(np.mean(np.abs(off) < 0.5 * period))
             out["sync_within_1_frame"] = float(np.mean(np.abs(off) <= period + 1e-3))
+            steps = [str(int(k)) if math.isfinite(k) else "none" for k in np.round(off / period)]
+            out["sync_offset_frames"] = {k: steps.count(k) for k in sorted(set(steps), key=_frames_key)}
+            out["sync_onsets_per_event"] = len(self.onset_hits) / len(off)
         if self.onset_hits:
             out["sync_onsets_in_frame"] = float(np.mean(self.onset_hits))
         both = self.conf["objects"] + self.conf["talker"]
