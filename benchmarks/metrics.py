@@ -256,7 +256,7 @@ class Tally:
           onsets within half a frame of a visual event (penalises audio full of onsets);
           sync_offset_frames: {"k": events} over the signed nearest-onset offset in frame periods,
           rounded (+ = audio late; "none": the clip has no onset), where the misses lie;
-          sync_onsets_per_event: audio onsets per visual event (1 when the audio adds none);
+          sync_onsets_per_event: audio onsets per visual event (1 with as many onsets as events);
         sync_conf / sync_lag_frames / sync_lag0_share: mean SyncNet-style confidence, mean lag of
           its peak (frames, + = audio late) and share of clips peaking at lag 0; talker_conf and
           talker_lag_frames: the same over talker clips (mouth opening vs voice RMS);
