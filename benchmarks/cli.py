@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Callable
 
 from apollo_core.sampling import ANCESTRAL_ETA, Solver
 
@@ -30,21 +31,31 @@ def read_specs(path: str | None) -> list | None:
                          "specs") from None
 
 
+def progress(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """Per-item progress lines on stderr, unless --quiet."""
+    return None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def report(args: argparse.Namespace, results: dict, table: str) -> int:
+    """The end of every bench command: the command line recorded in `results`, the table printed,
+    the results written to --json (atomically) when asked."""
+    results["command"] = " ".join(["apollo-av", "bench", args.bench, *args.argv])
+    print(table)
+    if args.json:
+        print(f"wrote {write_json_atomic(args.json, results)}")
+    return 0
+
+
 def quality_command(args: argparse.Namespace) -> int:
     specs = read_specs(args.specs)
-    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = progress(args)
     results = run_quality(args.checkpoint, specs, args.tasks, args.n, args.steps, args.seed,
                           reference=not args.no_reference, video_cfg=args.video_cfg, audio_cfg=args.audio_cfg,
                           solver=args.solver, shift=args.shift, video_sync_cfg=args.video_sync_cfg,
                           audio_sync_cfg=args.audio_sync_cfg, eta=args.eta, spread=args.spread, log=log)
     if args.specs:
         results["specs"] = str(args.specs)
-    results["command"] = " ".join(["apollo-av", "bench", "quality", *args.argv])
-    print(format_table(results))
-    if args.json:
-        out = write_json_atomic(args.json, results)
-        print(f"wrote {out}")
-    return 0
+    return report(args, results, format_table(results))
 
 
 def add_quality_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -79,15 +90,11 @@ def ablate_command(args: argparse.Namespace) -> int:
     from .ablate import format_ablation, run_ablation
 
     specs = read_specs(args.specs)
-    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = progress(args)
     results = run_ablation(budget_minutes=args.budget_minutes, seeds=args.seeds, variants=args.variants,
                            out_dir=args.out, base_config=args.config, n=args.n, sample_steps=args.steps, specs=specs,
                            train_steps=args.train_steps, config_overrides=tuple(args.set or ()), log=log)
-    results["command"] = " ".join(["apollo-av", "bench", "ablate", *args.argv])
-    print(format_ablation(results))
-    if args.json:
-        print(f"wrote {write_json_atomic(args.json, results)}")
-    return 0
+    return report(args, results, format_ablation(results))
 
 
 def add_ablate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -142,14 +149,11 @@ def robustness_command(args: argparse.Namespace) -> int:
     if args.video_codec:
         bundle = dataclasses.replace(bundle, video_codec=load_codec(args.video_codec, kind="tiny_video"))
     specs = (read_specs(args.specs) if args.specs else load_specs(HELDOUT_PATH))[: args.n]
-    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = progress(args)
     perturbations = (PERTURBATIONS[0], *args.perturb) if args.perturb else PERTURBATIONS  # always the clean row first
-    results = {"command": " ".join(["apollo-av", "bench", "robustness", *args.argv]), "specs": len(specs),
+    results = {"specs": len(specs),
                "perturbations": run_robustness(bundle, specs, perturbations=perturbations, log=log)}
-    print(format_robustness(results["perturbations"]))
-    if args.json:
-        print(f"wrote {write_json_atomic(args.json, results)}")
-    return 0
+    return report(args, results, format_robustness(results["perturbations"]))
 
 
 def add_robustness_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -176,14 +180,10 @@ def probe_command(args: argparse.Namespace) -> int:
 
     groups = probe_specs(args.n)
     bundle = load_bundle(args.checkpoint)
-    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = progress(args)
     results = run_probe(bundle, groups, starts=tuple(args.starts), seed=args.seed, steps=args.steps,
                         video_cfg=args.video_cfg, log=log)
-    results["command"] = " ".join(["apollo-av", "bench", "probe", *args.argv])
-    print(format_probe(results))
-    if args.json:
-        print(f"wrote {write_json_atomic(args.json, results)}")
-    return 0
+    return report(args, results, format_probe(results))
 
 
 def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -62,9 +62,10 @@ def probe_specs(n: int, *, first_seed: int = PROBE_SEED, groups: dict[str, tuple
                      "ask for a smaller n")
 
 
-def probe_clip(bundle: Bundle, spec: SceneSpec, start: float, *, seed: int, steps: int, video_cfg: float,
-               solver: str, eta: float, spread: float) -> torch.Tensor:
-    """One T2V clip `[T, H, W, 3]` 0..1 of `spec`, sampled from its real latents noised to `start`."""
+def probe_clips(bundle: Bundle, spec: SceneSpec, starts: tuple[float, ...], *, seed: int, steps: int,
+                video_cfg: float, solver: str, eta: float, spread: float) -> dict[float, torch.Tensor]:
+    """T2V clips `[T, H, W, 3]` 0..1 of `spec`, one per start, each sampled from the real latents
+    noised to that start with the same noise (the scene is rendered and encoded once)."""
     config = bundle.config
     real = render_for_model(spec, bundle)
     geo = geometry(config, spec.seconds, real.spec.size, real.spec.size)
@@ -72,16 +73,18 @@ def probe_clip(bundle: Bundle, spec: SceneSpec, start: float, *, seed: int, step
     cond = encode_prompts(bundle.text_encoder, config, [real.video_caption], [real.audio_caption],
                           [real.speech]).to(device)
     uncond = encode_prompts(bundle.text_encoder, config, [""], [""], [""]).to(device)
-    gen = torch.Generator().manual_seed(seed)
-    noise = frame_noise((1, *geo.video_latent), config.video_noise_corr, generator=gen)  # [1, C, T', H', W']
-    init = noise
-    if start > 0:
-        frames = torch.from_numpy(real.frames).float()[None] / 255.0  # [1, T, H, W, 3]
-        clean = encode_frames(bundle.video_codec, frames)  # [1, C, T', H', W']
-        init = interpolate(noise, clean, torch.tensor([start]))  # [1, C, T', H', W']
-    out = denoise(bundle.model, Task.T2V, cond, uncond, {"video": init.to(device)}, steps=steps, video_cfg=video_cfg,
-                  audio_cfg=1.0, shift=1.0, solver=solver, eta=eta, generator=gen, spread=spread, start=start)
-    return decode_video(bundle.video_codec, out["video"], geo.frames)[0]  # [T, H, W, 3]
+    frames = torch.from_numpy(real.frames).float()[None] / 255.0  # [1, T, H, W, 3]
+    clean = encode_frames(bundle.video_codec, frames) if any(s > 0 for s in starts) else None  # [1, C, T', H', W']
+    out: dict[float, torch.Tensor] = {}
+    for start in starts:
+        gen = torch.Generator().manual_seed(seed)
+        noise = frame_noise((1, *geo.video_latent), config.video_noise_corr, generator=gen)  # [1, C, T', H', W']
+        init = interpolate(noise, clean, torch.tensor([start])) if start > 0 else noise  # [1, C, T', H', W']
+        video = denoise(bundle.model, Task.T2V, cond, uncond, {"video": init.to(device)}, steps=steps,
+                        video_cfg=video_cfg, audio_cfg=1.0, shift=1.0, solver=solver, eta=eta, generator=gen,
+                        spread=spread, start=start)["video"]
+        out[start] = decode_video(bundle.video_codec, video, geo.frames)[0]  # [T, H, W, 3]
+    return out
 
 
 def run_probe(bundle: Bundle, groups: dict[str, list[SceneSpec]], *, starts: tuple[float, ...] = STARTS,
@@ -98,21 +101,22 @@ def run_probe(bundle: Bundle, groups: dict[str, list[SceneSpec]], *, starts: tup
     if not math.isfinite(video_cfg):
         raise ValueError(f"video_cfg must be a finite number, got {video_cfg}")
     fps = float(bundle.config.video.fps)
-    table: dict[str, dict[str, dict[str, list[int]]]] = {}
-    for start in starts:
-        rows: dict[str, dict[str, list[int]]] = {}
-        for name, specs in groups.items():
-            counts = {a: [0, 0] for a in ATTRIBUTES}
-            for i, spec in enumerate(specs):
-                clip = probe_clip(bundle, spec, start, seed=seed + i, steps=steps, video_cfg=video_cfg,
-                                  solver=solver, eta=eta, spread=spread)
+    counts = {start: {name: {a: [0, 0] for a in ATTRIBUTES} for name in groups} for start in starts}
+    for name, specs in groups.items():
+        for i, spec in enumerate(specs):
+            clips = probe_clips(bundle, spec, starts, seed=seed + i, steps=steps, video_cfg=video_cfg,
+                                solver=solver, eta=eta, spread=spread)
+            for start, clip in clips.items():
                 score = video_semantics(spec, detect_video(clip.numpy(), fps))
                 for a in ATTRIBUTES:
-                    counts[a][0] += score[a][0]
-                    counts[a][1] += score[a][1]
-            rows[name] = counts
-            if log:
-                log(f"start {start:g} {name}: " + ", ".join(f"{a} {c}/{t}" for a, (c, t) in counts.items()))
+                    counts[start][name][a][0] += score[a][0]
+                    counts[start][name][a][1] += score[a][1]
+        if log:
+            log(f"{name}: " + "; ".join(f"start {start:g} " + ", ".join(f"{a} {c}/{t}" for a, (c, t) in
+                                                                      counts[start][name].items())
+                                        for start in starts))
+    table: dict[str, dict[str, dict[str, list[int]]]] = {}
+    for start, rows in counts.items():
         rows["all"] = {a: [sum(r[a][0] for r in rows.values()), sum(r[a][1] for r in rows.values())]
                        for a in ATTRIBUTES}
         table[f"{start:g}"] = rows

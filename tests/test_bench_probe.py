@@ -11,7 +11,7 @@ from apollo_core import sampling
 from apollo_core.pipeline import Request, generate, load_bundle
 from apollo_core.tasks import Task
 from benchmarks.cli import main as bench_main
-from benchmarks.probe import GROUPS, probe_clip, probe_specs, run_probe
+from benchmarks.probe import GROUPS, probe_clips, probe_specs, run_probe
 from benchmarks.quality import render_for_model
 from test_flow import exact_velocity
 
@@ -66,12 +66,13 @@ def test_probe_from_noise_is_the_generated_clip_and_from_a_late_start_keeps_the_
     spec = probe_specs(1)["bounce, 2 hits"][0]
     real = render_for_model(spec, bundle)
     kw = {"steps": 3, "video_cfg": 3.0, "solver": "euler_ancestral", "eta": 0.5, "spread": 0.0}
-    from_noise = probe_clip(bundle, spec, 0.0, seed=5, **kw)
+    clips = probe_clips(bundle, spec, (0.0, 0.97), seed=5, **kw)
+    from_noise = clips[0.0]
     clip = generate(bundle, Request(task=Task.T2V, video_prompt=real.video_caption, audio_prompt=real.audio_caption,
                                     steps=3, seed=5, solver="euler_ancestral", eta=0.5))
     assert torch.equal(from_noise, clip.frames)
     frames = torch.from_numpy(real.frames).float() / 255.0
-    late = probe_clip(bundle, spec, 0.97, seed=5, **kw)
+    late = clips[0.97]
     assert float(((late - frames) ** 2).mean()) < 0.2 * float(((from_noise - frames) ** 2).mean())
 
 
