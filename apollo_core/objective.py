@@ -72,6 +72,20 @@ class Swap:
     t_max: float = 0.7
 
 
+@dataclass(frozen=True)
+class Retime:
+    """Audio timing counterfactual for a batch: on rows with a nonzero `shift` whose flow time lies
+    in [t_min, t_max], the noisy audio is drawn from the clip's own audio moved by `shift` latent
+    frames (wrapping round), while the target stays the true, in-time audio. A sampler settles
+    the onsets' times while the audio is still mostly noise, and a model trained only on true
+    noisy clips learns to keep whatever onsets the noisy audio holds by then; these rows reward
+    moving them to the video's events instead (measured in the apollo-tiny assets README)."""
+
+    shift: Tensor  # [B] long, audio latent frames (+ = the noisy audio late); 0 = a true row
+    t_min: float = 0.0
+    t_max: float = 0.35
+
+
 _FIELDS = ("video_tokens", "video_mask", "audio_tokens", "audio_mask", "speech", "speech_mask")
 
 
@@ -155,6 +169,25 @@ def _boost_top(score: Tensor, boost: float, share: float) -> Tensor:
     return 1.0 + boost * (score >= threshold).float()
 
 
+def onset_envelope(audio: Tensor) -> Tensor:
+    """`[B, F]` how much audio latents `[B, C, F]` change from the previous frame (frame 0 takes
+    frame 1's change): high on onsets."""
+    step = (audio[:, :, 1:] - audio[:, :, :-1]).float().norm(dim=1)  # [B, F-1]
+    return torch.cat([step[:, :1], step], dim=1)  # [B, F]
+
+
+def envelope_error(estimate: Tensor, clean: Tensor) -> Tensor:
+    """Per-sample `[B]` squared error of the clean estimate's onset envelope against the clip's,
+    relative to the batch's mean squared envelope.
+
+    Why: where the audio is mostly noise, the mean squared error of a clean estimate is dominated
+    by what no input tells (pitch, timbre), while the onsets' times are told by the video; this
+    error scores the timing alone, so a model that ignores the video's events pays for it."""
+    target = onset_envelope(clean)  # [B, F]
+    err = (onset_envelope(estimate) - target).pow(2).mean(1)  # [B]
+    return err / target.pow(2).mean().clamp_min(1e-8)
+
+
 def onset_weight(audio: Tensor, boost: float, share: float = ONSET_SHARE) -> Tensor:
     """Per-frame loss weights `[B, 1, F]` for clean audio latents `[B, C, F]`: 1 + boost on the
     `share` of the batch's frames whose latent changes most from the previous frame (onsets).
@@ -162,9 +195,7 @@ def onset_weight(audio: Tensor, boost: float, share: float = ONSET_SHARE) -> Ten
     Why: a sound's timing lives in a few onset frames, and the mean over all frames lets a model
     that ignores when the video's events happen lose almost nothing; the boost makes misplaced
     onsets cost more. The proxy reads the latents alone, so it needs no event labels."""
-    step = (audio[:, :, 1:] - audio[:, :, :-1]).float().norm(dim=1)  # [B, F-1]
-    step = torch.cat([step[:, :1], step], dim=1)  # [B, F]: frame 0 takes frame 1's change
-    return _boost_top(step, boost, share).unsqueeze(1)  # [B, 1, F]
+    return _boost_top(onset_envelope(audio), boost, share).unsqueeze(1)  # [B, 1, F]
 
 
 FOREGROUND_SHARE = 0.15  # the share of a batch's video latent pixels that `foreground_weight` boosts
@@ -233,6 +264,18 @@ def self_condition_estimate(model: nn.Module, task: Task, inputs: ApolloInputs, 
         return clean_estimates(task, state, velocities(model, task, inputs, state, t, spread), t, spread)
 
 
+def _counterfactual(clean_alt: Tensor, use: Tensor, x0: Tensor, x1: Tensor, xt: Tensor, target: Tensor,
+                    tt: Tensor) -> tuple[Tensor, Tensor]:
+    """Noisy input and velocity target with the `use` rows `[B]` drawn from `clean_alt` (like x1)."""
+    if not bool(use.any()):
+        return xt, target
+    use = use.view(-1, *([1] * (x1.dim() - 1)))
+    alt = interpolate(x0, clean_alt.to(x1), tt)  # like x1
+    # The velocity that carries this noisy input to the true clip x1 by t = 1.
+    fix = (x1 - alt) / (1.0 - expand_time(tt, x1))
+    return torch.where(use, alt, xt), torch.where(use, fix, target)
+
+
 def _swapped(swap: Swap, x0: Tensor, x1: Tensor, xt: Tensor, target: Tensor, t: Tensor,
              tt: Tensor) -> tuple[Tensor, Tensor]:
     """Noisy video and velocity target with `swap`'s rows drawn from the counterfactual clips."""
@@ -240,20 +283,32 @@ def _swapped(swap: Swap, x0: Tensor, x1: Tensor, xt: Tensor, target: Tensor, t: 
         raise ValueError(f"swap: video {tuple(swap.video.shape)} and rows {tuple(swap.rows.shape)} must match the "
                          f"batch's video {tuple(x1.shape)} and times {tuple(t.shape)}")
     use = swap.rows.to(t.device) & (t >= swap.t_min) & (t <= swap.t_max)  # [B]
-    if not bool(use.any()):
-        return xt, target
-    use = use.view(-1, 1, 1, 1, 1)
-    alt = interpolate(x0, swap.video.to(x1), tt)  # [B, C, T, H, W]
-    # The velocity that carries this noisy input to the caption's clip x1 by t = 1.
-    fix = (x1 - alt) / (1.0 - expand_time(tt, x1))
-    return torch.where(use, alt, xt), torch.where(use, fix, target)
+    return _counterfactual(swap.video, use, x0, x1, xt, target, tt)
+
+
+def roll_frames(x: Tensor, shift: Tensor) -> Tensor:
+    """`x` `[B, C, F]` with each row moved `shift[b]` frames later along F, wrapping round."""
+    f = x.shape[2]
+    idx = (torch.arange(f, device=x.device)[None] - shift.to(x.device).view(-1, 1)) % f  # [B, F]
+    return x.gather(2, idx[:, None, :].expand(-1, x.shape[1], -1))  # [B, C, F]
+
+
+def _retimed(retime: Retime, x0: Tensor, x1: Tensor, xt: Tensor, target: Tensor, t: Tensor,
+             tt: Tensor) -> tuple[Tensor, Tensor]:
+    """Noisy audio and velocity target with `retime`'s rows drawn from the moved audio."""
+    if retime.shift.shape != t.shape:
+        raise ValueError(f"retime: shift {tuple(retime.shift.shape)} must match the batch's times {tuple(t.shape)}")
+    shift = retime.shift.to(t.device)
+    use = (shift != 0) & (t >= retime.t_min) & (t <= retime.t_max)  # [B]
+    return _counterfactual(roll_frames(x1, shift), use, x0, x1, xt, target, tt)
 
 
 def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: Tensor | None, cond: Conditioning,
                   generator: torch.Generator | None = None, t: Tensor | None = None, logit_mean: float = 0.0,
                   logit_std: float = 1.0, shift: float = 1.0, onset_boost: float = 0.0,
                   foreground_boost: float = 0.0, motion_boost: float = 0.0,
-                  weight_cap: float = 0.0, swap: Swap | None = None, frame_spread: float = 0.0) -> dict[str, Tensor]:
+                  weight_cap: float = 0.0, swap: Swap | None = None, retime: Retime | None = None,
+                  frame_spread: float = 0.0, envelope: float = 0.0) -> dict[str, Tensor]:
     """Flow-matching loss of one task on clean latents x1 (Eq. 7-9): a scalar per generated
     modality plus `total`. Given modalities are fed clean; absent ones are not in the sequence.
     `onset_boost` > 0 weights the generated audio's onset frames up (`onset_weight`),
@@ -262,7 +317,10 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
     loss stays a weighted mean, so its scale is comparable. `weight_cap` > 0 caps the weight
     1/(1-t)^2 the velocity loss puts on each sample's clean-estimate error (`flow.time_weight`).
     A model with `self_condition` reads, on a `SELF_CONDITION_SHARE` of the calls, its own no-grad
-    clean estimate first. `swap` draws some rows' noisy video from counterfactual clips (`Swap`).
+    clean estimate first. `swap` draws some rows' noisy video from counterfactual clips (`Swap`);
+    `retime` some rows' noisy audio from the clip's audio moved in time, when the task has video
+    to time it by (`Retime`). `envelope` > 0 adds that times the generated audio's
+    `envelope_error` as `audio_envelope` (in `total`, not in `audio`).
     `frame_spread` > 0 puts a `FRAME_SPREAD_SHARE` of the rows' frames at times spread by that much
     (`flow.spread_times`: earlier frames cleaner), as a sampler with the same spread visits them."""
     config: ApolloConfig = model.config
@@ -297,6 +355,8 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
         target = velocity_target(x0, x1)
         if name == "video" and swap is not None:
             xt, target = _swapped(swap, x0, x1, xt, target, t, tt)
+        if name == "audio" and retime is not None and spec.has_video:
+            xt, target = _retimed(retime, x0, x1, xt, target, t, tt)
         if name == "video" and spec.first_frame_given:
             xt[:, :, 0] = x1[:, :, 0]
         noisy[name] = xt
@@ -324,5 +384,9 @@ def training_loss(model: nn.Module, task: Task, *, video: Tensor | None, audio: 
         else:
             w = onset_weight(clean[name], onset_boost) if onset_boost > 0 else None
         losses[name] = (masked_mse(pred[name], target, w) * per_sample).mean()
+    if envelope > 0 and "audio" in targets:
+        tt = stream_time(task, "audio", t, state["audio"].shape[2], spread)
+        estimate = clean_estimate(state["audio"].float(), pred["audio"], tt)  # [B, C, F]
+        losses["audio_envelope"] = envelope * envelope_error(estimate, clean["audio"]).mean()
     losses["total"] = sum(losses.values())
     return losses

@@ -206,6 +206,11 @@ def identity(frames: np.ndarray | torch.Tensor, image: np.ndarray | torch.Tensor
             "first_colour": len(want & first) / len(union) if union else 1.0, "later_colour": later_share}
 
 
+def scene_kind(spec: SceneSpec) -> str:
+    """What makes a clip's sounds: "talker", or its objects' motions joined by "+" (sorted)."""
+    return "talker" if spec.talker is not None else "+".join(sorted(o.motion for o in spec.objects))
+
+
 # -- pooling ------------------------------------------------------------------------------------
 def _frames_key(k: str) -> float:
     return math.inf if k == "none" else float(k)
@@ -219,6 +224,7 @@ class Tally:
         self.offsets: list[float] = []
         self.frame_periods: list[float] = []
         self.onset_hits: list[bool] = []
+        self.kinds: list[str] = []  # the scene kind of each offset's clip
         self.conf: dict[str, list[float]] = defaultdict(list)
         self.lags: dict[str, list[float]] = defaultdict(list)
         self.ident: dict[str, list[float]] = defaultdict(list)
@@ -230,8 +236,10 @@ class Tally:
             self.counts[k][0] += c
             self.counts[k][1] += t
 
-    def add_sync(self, sync: dict) -> None:
+    def add_sync(self, sync: dict, kind: str = "") -> None:
+        """`kind`: the clip's `scene_kind` ("" when unknown, left out of the per-kind figures)."""
         self.offsets += sync["offsets"]
+        self.kinds += [kind] * len(sync["offsets"])
         self.frame_periods += [1.0 / sync["fps"]] * len(sync["offsets"])
         self.onset_hits += [abs(x) < 0.5 / sync["fps"] for x in sync["onset_offsets"]]
         key = "talker" if sync["talker"] else "objects"
@@ -257,6 +265,9 @@ class Tally:
           sync_offset_frames: {"k": events} over the signed nearest-onset offset in frame periods,
           rounded (+ = audio late; "none": the clip has no onset), where the misses lie;
           sync_onsets_per_event: audio onsets per visual event (1 with as many onsets as events);
+          sync_by_kind: {scene kind: {"events", "within_1_frame"}} (`scene_kind`; a two-object
+          clip's event may take the other object's onset as its nearest, so one-object kinds are
+          the strict reading);
         sync_conf / sync_lag_frames / sync_lag0_share: mean SyncNet-style confidence, mean lag of
           its peak (frames, + = audio late) and share of clips peaking at lag 0; talker_conf and
           talker_lag_frames: the same over talker clips (mouth opening vs voice RMS);
@@ -279,6 +290,12 @@ class Tally:
             steps = [str(int(k)) if math.isfinite(k) else "none" for k in np.round(off / period)]
             out["sync_offset_frames"] = {k: steps.count(k) for k in sorted(set(steps), key=_frames_key)}
             out["sync_onsets_per_event"] = len(self.onset_hits) / len(off)
+            hit = np.abs(off) <= period + 1e-3
+            kinds = np.array(self.kinds)
+            named = sorted({k for k in self.kinds if k})
+            if named:
+                out["sync_by_kind"] = {k: {"events": int((kinds == k).sum()),
+                                           "within_1_frame": float(hit[kinds == k].mean())} for k in named}
         if self.onset_hits:
             out["sync_onsets_in_frame"] = float(np.mean(self.onset_hits))
         both = self.conf["objects"] + self.conf["talker"]

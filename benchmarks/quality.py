@@ -30,7 +30,7 @@ from training.data.world import HELDOUT_PATH, Sample, SceneSpec, SpecError, load
 
 from .detect import detect_onsets, detect_video
 from .features import audio_features, frechet_distance, video_features
-from .metrics import Tally, audio_semantics, clip_sync, identity, motion_pairs, video_semantics
+from .metrics import Tally, audio_semantics, clip_sync, identity, motion_pairs, scene_kind, video_semantics
 
 REFERENCE = "reference"
 # The real clips through the model's codecs and back: the ceiling a perfect generator reaches in
@@ -136,7 +136,7 @@ class _TaskScore:
             self.audio_feats.append(audio_features(audio, real.sample_rate, onsets=onsets))
             self.real_audio.append(real_feats["audio"])
         if video is not None and onsets is not None:
-            t.add_sync(clip_sync(video, onsets, audio, real.sample_rate))
+            t.add_sync(clip_sync(video, onsets, audio, real.sample_rate), scene_kind(spec))
         if image is not None and frames is not None:
             t.add_identity(identity(frames, image))
 

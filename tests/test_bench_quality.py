@@ -18,7 +18,7 @@ from apollo_core.model.dit import ApolloDiT
 from benchmarks.cli import add_quality_parser, main as bench_main, write_json_atomic
 from benchmarks.detect import detect_onsets, detect_video, to_rgb255
 from benchmarks.features import audio_features, frechet_distance, video_features
-from benchmarks.metrics import Tally, audio_semantics, clip_sync, identity, motion_pairs, video_semantics
+from benchmarks.metrics import Tally, audio_semantics, clip_sync, identity, motion_pairs, scene_kind, video_semantics
 from benchmarks.quality import CASCADE, CODEC, REFERENCE, TASKS, format_table, run_quality
 from training.data.world import HELDOUT_PATH, load_specs, render, sample_spec
 
@@ -121,9 +121,13 @@ def test_real_clips_score_perfect(real) -> None:
     for s, video, onsets in real:
         tally.add_semantics(video_semantics(s.spec, video))
         tally.add_semantics(audio_semantics(s.spec, onsets))
-        tally.add_sync(clip_sync(video, onsets, s.audio, s.sample_rate))
+        tally.add_sync(clip_sync(video, onsets, s.audio, s.sample_rate), scene_kind(s.spec))
         tally.add_motions(motion_pairs(s.spec, video))
     r = tally.summary()
+    kinds = r["sync_by_kind"]
+    assert {scene_kind(s.spec) for s, _, _ in real} == set(kinds) and "talker" in kinds and "slide" in kinds
+    assert all(k["within_1_frame"] == 1.0 for k in kinds.values())
+    assert sum(k["events"] for k in kinds.values()) == r["sync_events"]
     confusion = r["motion_confusion"]
     assert confusion and all(k.split("->")[0] == k.split("->")[1] for k in confusion), confusion
     assert sum(confusion.values()) == sum(len(s.spec.objects) for s, _, _ in real if s.spec.talker is None)
@@ -315,6 +319,9 @@ def test_run_quality_end_to_end_on_a_tiny_model(tiny_checkpoint, tmp_path, monke
         assert sum(confusion.values()) == (len(spec.objects) if "acc_motion" in figures else 0), (name, confusion)
         offsets = figures.pop("sync_offset_frames", {})
         assert sum(offsets.values()) == figures.get("sync_events", 0), (name, offsets)
+        kinds = figures.pop("sync_by_kind", {})
+        assert sum(k["events"] for k in kinds.values()) == figures.get("sync_events", 0), (name, kinds)
+        assert set(kinds) <= {scene_kind(spec)}
         assert all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in figures.values())
     for name in ("t2av", "ti2av", "ti2v", "t2v", "a2v", CASCADE):
         assert results["tasks"][name]["fd_video"] >= 0 and results["tasks"][name]["acc_colour"] is not None

@@ -7,8 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 from apollo_core.config import get_preset
-from apollo_core.objective import Swap, training_loss
+from apollo_core.objective import Retime, Swap, roll_frames, training_loss
 from apollo_core.tasks import Task
+from training.config import RetimeConfig
+from training.trainer import draw_retime
 from training.data.counterfactual import encode_swaps, load_swaps, swap_motions, swap_shapes, write_swaps
 from training.data.world import TRAIN_SEED_START, render, sample_spec
 from training.data.world.constants import HELDOUT_COMBOS, MOTIONS
@@ -183,3 +185,68 @@ def test_counterfactual_cli_names_a_bad_source(tmp_path) -> None:
     with pytest.raises(SystemExit, match="stages"):
         main(["--config", str(config), "--out", str(tmp_path / "s.safetensors"), "stages.0.steps=0"])
     assert not (tmp_path / "s.safetensors").exists()
+
+
+class AudioOracle(Oracle):
+    """An oracle that records the noisy audio it reads."""
+
+    def __call__(self, inputs):
+        self.seen.append(inputs.audio.latent.clone())
+        return dict(self.answer)
+
+
+def _retime_loss(model, task, cond, video, audio, t, retime=None) -> dict:
+    return training_loss(model, task, video=video, audio=audio, cond=cond, t=t, retime=retime,
+                         generator=torch.Generator().manual_seed(5))
+
+
+def test_roll_frames_moves_each_row_by_its_own_shift() -> None:
+    x = torch.arange(6.0).view(1, 1, 6).repeat(2, 3, 1)  # [2, 3, 6]
+    out = roll_frames(x, torch.tensor([2, -1]))
+    assert out[0, 1].tolist() == [4.0, 5.0, 0.0, 1.0, 2.0, 3.0]  # two frames later, wrapping round
+    assert out[1, 2].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 0.0]  # one frame earlier
+    assert torch.equal(roll_frames(x, torch.zeros(2, dtype=torch.long)), x)
+
+
+def test_retimed_rows_read_the_moved_audio_and_are_scored_against_the_clip() -> None:
+    cond, video, _, audio = _case()
+    t = torch.tensor([0.2, 0.2])
+    retime = Retime(torch.tensor([3, 0]), t_min=0.0, t_max=0.35)
+    moved = roll_frames(audio, torch.tensor([3, 3]))
+    truth, follower = AudioOracle(video, audio), AudioOracle(video, moved)
+    plain = _retime_loss(truth, Task.V2A, cond, video, audio, t)
+    retimed = _retime_loss(truth, Task.V2A, cond, video, audio, t, retime)
+    # Same noise: row 0's noisy audio moved by t * (moved - x1), row 1's (shift 0) did not move.
+    before, after = truth.seen[0], truth.seen[1]
+    assert torch.allclose(after[0] - before[0], 0.2 * (moved[0] - audio[0]), atol=1e-6)
+    assert torch.equal(after[1], before[1])
+    # The in-time audio is the answer on every row; the moved audio the input came from is not.
+    assert plain["audio"].item() == pytest.approx(0.0, abs=1e-10)
+    assert retimed["audio"].item() == pytest.approx(0.0, abs=1e-10)
+    assert _retime_loss(follower, Task.V2A, cond, video, audio, t, retime)["audio"].item() > 0.1
+    joint = _retime_loss(truth, Task.T2AV, cond, video, audio, t, retime)  # the video stays as it was
+    assert torch.equal(joint["video"], _retime_loss(truth, Task.T2AV, cond, video, audio, t)["video"])
+
+
+def test_retime_leaves_rows_outside_its_window_and_tasks_without_video() -> None:
+    cond, video, _, audio = _case()
+    retime = Retime(torch.tensor([3, -2]), t_min=0.0, t_max=0.35)
+    model = AudioOracle(video, roll_frames(audio, torch.tensor([1, 1])))  # a wrong answer: any change shows
+    for task, t in ((Task.V2A, torch.tensor([0.5, 0.9])), (Task.T2A, torch.tensor([0.2, 0.2]))):
+        assert torch.equal(_retime_loss(model, task, cond, video, audio, t)["audio"],
+                           _retime_loss(model, task, cond, video, audio, t, retime)["audio"])
+        assert torch.equal(model.seen[-2], model.seen[-1])
+    with pytest.raises(ValueError, match="retime: shift"):
+        _retime_loss(model, Task.V2A, cond, video, audio, torch.tensor([0.2, 0.2]), Retime(torch.tensor([1])))
+
+
+def test_draw_retime_moves_a_share_of_rows_within_the_range() -> None:
+    rt = RetimeConfig(share=0.5, min_seconds=0.0625, max_seconds=0.375, t_min=0.0, t_max=0.3)
+    out = draw_retime(rt, 4000, 64.0, torch.Generator().manual_seed(0))
+    moved = out.shift[out.shift != 0]
+    assert 0.45 < len(moved) / 4000 < 0.55
+    assert int(moved.abs().min()) == 4 and int(moved.abs().max()) == 24  # 0.0625 s and 0.375 s at 64 frames/s
+    assert 0.45 < float((moved > 0).float().mean()) < 0.55  # either sign
+    assert (out.t_min, out.t_max) == (0.0, 0.3)
+    assert torch.equal(draw_retime(rt, 4000, 64.0, torch.Generator().manual_seed(0)).shift, out.shift)
+    assert bool((draw_retime(rt, 64, 2.0, torch.Generator().manual_seed(1)).shift.abs() <= 1).all())  # at least 1

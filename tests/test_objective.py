@@ -6,7 +6,8 @@ import torch
 from apollo_core.config import get_preset
 from apollo_core.flow import masked_mse
 from apollo_core.model.dit import ApolloDiT
-from apollo_core.objective import Conditioning, foreground_weight, motion_weight, onset_weight, training_loss
+from apollo_core.objective import (Conditioning, envelope_error, foreground_weight, motion_weight, onset_envelope,
+                                   onset_weight, training_loss)
 from apollo_core.tasks import Task
 
 CFG = get_preset("debug")
@@ -27,6 +28,37 @@ def test_onset_weight_boosts_the_frames_where_the_latent_jumps() -> None:
     plain = masked_mse(err, torch.zeros_like(err))
     weighted = masked_mse(err, torch.zeros_like(err), w)
     assert torch.allclose(plain[0], torch.tensor(1 / 20)) and torch.allclose(weighted[0], torch.tensor(4 / 23))
+
+
+def test_envelope_error_scores_the_onsets_times_not_the_latents_values() -> None:
+    audio = torch.zeros(2, 4, 20)
+    audio[0, :, 7:] = 1.0  # an onset at frame 7
+    audio[1, :, 12:] = -2.0  # one at frame 12
+    env = onset_envelope(audio)
+    assert env.shape == (2, 20) and env[0].nonzero().flatten().tolist() == [7]
+    assert env[0, 7].item() == pytest.approx(2.0) and env[1, 12].item() == pytest.approx(4.0)
+    assert torch.all(envelope_error(audio, audio) == 0)
+    assert torch.all(envelope_error(audio + 0.5, audio) == 0)  # a level offset changes no onset
+    moved = torch.zeros_like(audio)
+    moved[0, :, 8:], moved[1, :, 13:] = 1.0, -2.0
+    late = envelope_error(moved, audio)  # each onset one frame late
+    flat = envelope_error(torch.zeros_like(audio), audio)  # no onset at all
+    # envelopes 2 (frame 7) and 4 (frame 12) over 20 frames, relative to the batch's mean squared
+    # envelope (4 + 16) / 40 = 0.5; an onset a frame late costs the miss and the false onset
+    assert flat.tolist() == pytest.approx([4 / 20 / 0.5, 16 / 20 / 0.5])
+    assert late.tolist() == pytest.approx([2 * f for f in flat.tolist()])
+
+
+def test_envelope_loss_is_its_own_term_for_tasks_that_generate_audio() -> None:
+    case = _tiny_case()
+    base, env = _t2av_losses(*case), _t2av_losses(*case, envelope=0.5)
+    assert "audio_envelope" not in base and env["audio_envelope"].item() > 0
+    assert torch.equal(base["audio"], env["audio"]) and torch.equal(base["video"], env["video"])
+    assert env["total"].item() == pytest.approx(base["total"].item() + env["audio_envelope"].item(), rel=1e-6)
+    model, cond, video, audio = case
+    t2v = training_loss(model, Task.T2V, video=video, audio=audio, cond=cond, envelope=0.5,
+                        generator=torch.Generator().manual_seed(5))
+    assert "audio_envelope" not in t2v
 
 
 def test_foreground_weight_boosts_the_object_pixels_of_each_frame() -> None:

@@ -62,6 +62,10 @@ def test_unknown_key_is_named_with_its_path() -> None:
     (("stages", 0, "counterfactual"), {"latents": "s.safetensors", "share": 1.5}, r"counterfactual\.share must be in"),
     (("stages", 0, "counterfactual"), {"latents": "s.safetensors", "t_max": 1.0}, r"t_min <= t_max < 1"),
     (("stages", 0, "counterfactual"), {"share": 0.5}, r"missing key 'stages\[0\]\.counterfactual\.latents'"),
+    (("stages", 0, "retime"), {"share": -0.1}, r"retime\.share must be in"),
+    (("stages", 0, "retime"), {"min_seconds": 0.0}, r"0 < min_seconds <= max_seconds"),
+    (("stages", 0, "retime"), {"min_seconds": 0.5, "max_seconds": 0.25}, r"0 < min_seconds <= max_seconds"),
+    (("stages", 0, "retime"), {"t_max": 1.0}, r"retime needs 0 <= t_min <= t_max < 1"),
     (("precision",), "fp8", "precision='fp8'"),
     (("flow", "weight_cap"), -1.0, r"flow\.weight_cap must be >= 0"),
 ])

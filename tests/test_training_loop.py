@@ -170,7 +170,7 @@ def test_kill_and_resume_matches_straight_run(tmp_path: Path, cache: Path) -> No
 
 
 @pytest.mark.slow
-def test_counterfactual_reaches_only_captioned_rows_of_whole_video_tasks(tmp_path: Path, cache: Path,
+def test_counterfactuals_reach_only_their_rows_and_tasks(tmp_path: Path, cache: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from training.data.counterfactual import main as write_counterfactual
 
@@ -178,11 +178,14 @@ def test_counterfactual_reaches_only_captioned_rows_of_whole_video_tasks(tmp_pat
     write_counterfactual(["--config", str(CONFIG), "--out", str(swaps), "data.sources.world.seeds=[1000000, 1000032]"])
     spec = f"{{latents: {swaps}, share: 0.75, t_min: 0.0, t_max: 0.99}}"
     cfg = load_config(CONFIG, SMALL + [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={cache}", "stages.0.steps=12",
-                                       "stages.1.steps=2", "stages.2.steps=2", f"stages.0.counterfactual={spec}"])
+                                       "stages.1.steps=2", "stages.2.steps=2", f"stages.0.counterfactual={spec}",
+                                       "stages.0.retime={share: 1.0}"])
     seen: list[tuple[str, object]] = []
+    retimes: list[tuple[str, object]] = []
 
     def recording_loss(*args, **kwargs):
         seen.append((args[1].value, kwargs["swap"]))
+        retimes.append((args[1].value, kwargs["retime"]))
         return training_loss(*args, **kwargs)
     monkeypatch.setattr(trainer_module, "training_loss", recording_loss)
     trainer = Trainer(cfg)
@@ -202,5 +205,10 @@ def test_counterfactual_reaches_only_captioned_rows_of_whole_video_tasks(tmp_pat
     assert all((swap is not None) == (task in whole_video) for task, swap in first)
     assert sum(int(swap.rows.sum()) for _, swap in first if swap is not None) > 0
     assert all(swap is None for _, swap in seen[12:])  # the other stages have none
+    # Audio is retimed where the task generates it beside a video, on every row at share 1.
+    with_video = {"t2av", "ti2av", "v2a"}
+    assert all((rt is not None) == (task in with_video) for task, rt in retimes[:12])
+    assert all(bool((rt.shift != 0).all()) for _, rt in retimes[:12] if rt is not None)
+    assert all(rt is None for _, rt in retimes[12:])
     records = train_records(tmp_path / "run")
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)

@@ -89,6 +89,20 @@ class SwapConfig:
 
 
 @dataclass(frozen=True)
+class RetimeConfig:
+    """Audio timing counterfactual (apollo_core.objective.Retime): on a `share` of the rows of
+    tasks that generate audio beside a video, at flow times within [t_min, t_max], the noisy audio
+    is the clip's own moved earlier or later by `min_seconds` to `max_seconds` (uniform, either
+    sign, wrapping round), while the target stays the in-time audio."""
+
+    share: float = 0.5
+    min_seconds: float = 0.0625
+    max_seconds: float = 0.375
+    t_min: float = 0.0
+    t_max: float = 0.35
+
+
+@dataclass(frozen=True)
 class StageConfig:
     name: str
     steps: int  # optimizer steps
@@ -111,6 +125,10 @@ class StageConfig:
     # leaving; apollo_core.objective.motion_weight).
     motion_boost: float = 0.0
     counterfactual: SwapConfig | None = None
+    retime: RetimeConfig | None = None
+    # Weight of the audio onset-envelope error of the clean estimate (apollo_core.objective.
+    # envelope_error), added to the loss; 0 = off.
+    envelope: float = 0.0
     # Frames at spread times on half the rows (apollo_core.objective.training_loss; logit units,
     # earlier frames cleaner), for a sampler with the same spread; 0 = every frame at one time.
     frame_spread: float = 0.0
@@ -428,12 +446,21 @@ def _check_stage(cfg: RunConfig, i: int, stage: StageConfig) -> None:
     _non_negative(f"{p}.foreground_boost", stage.foreground_boost)
     _non_negative(f"{p}.motion_boost", stage.motion_boost)
     _non_negative(f"{p}.frame_spread", stage.frame_spread)
+    _non_negative(f"{p}.envelope", stage.envelope)
     if stage.counterfactual is not None:
         sw = stage.counterfactual
         _range(f"{p}.counterfactual.share", sw.share, 0.0, 1.0)
         if not 0.0 <= sw.t_min <= sw.t_max < 1.0:
             raise ConfigError(f"{p}.counterfactual needs 0 <= t_min <= t_max < 1, "
                               f"got t_min={sw.t_min}, t_max={sw.t_max}")
+    if stage.retime is not None:
+        rt = stage.retime
+        _range(f"{p}.retime.share", rt.share, 0.0, 1.0)
+        if not 0.0 < rt.min_seconds <= rt.max_seconds:
+            raise ConfigError(f"{p}.retime needs 0 < min_seconds <= max_seconds, "
+                              f"got min_seconds={rt.min_seconds}, max_seconds={rt.max_seconds}")
+        if not 0.0 <= rt.t_min <= rt.t_max < 1.0:
+            raise ConfigError(f"{p}.retime needs 0 <= t_min <= t_max < 1, got t_min={rt.t_min}, t_max={rt.t_max}")
     _positive(f"{p}.lr.peak", stage.lr.peak)
     _non_negative(f"{p}.lr.warmup", stage.lr.warmup)
     _choice(f"{p}.lr.schedule", stage.lr.schedule, SCHEDULES)

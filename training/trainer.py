@@ -32,11 +32,11 @@ from apollo_core.checkpoint import load_state, read_config, validate_state
 from apollo_core.files import atomic_write_text
 from apollo_core.model.dit import ApolloDiT
 from apollo_core.pipeline import MODEL_FILE
-from apollo_core.objective import Swap, training_loss
+from apollo_core.objective import Retime, Swap, training_loss
 from apollo_core.tasks import Role, Task
 
 from .checkpointing import full_model_state, host_model, load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
-from .config import RunConfig, StageConfig
+from .config import RetimeConfig, RunConfig, StageConfig
 from .curriculum import stage_task_weights
 from .data.batches import BatchSampler
 from .data.counterfactual import load_swaps
@@ -116,6 +116,17 @@ def init_weights(model: ApolloDiT, source: str) -> None:
         state |= {k: own[k] for k in model.pooled_text_keys()}
     validate_state(model, state, str(path))
     model.load_state_dict(state)
+
+
+def draw_retime(rt: RetimeConfig, rows: int, frames_per_second: float, generator: torch.Generator,
+                device: Any = "cpu") -> Retime:
+    """A `share` of `rows` moved by a uniform time in [min_seconds, max_seconds], either sign, as
+    a whole number (at least one) of audio latent frames; the other rows at shift 0."""
+    draws = torch.rand(3, rows, generator=generator, device=device).cpu()  # [3, rows]: pick, span, sign
+    secs = rt.min_seconds + draws[1] * (rt.max_seconds - rt.min_seconds)
+    frames = torch.round(secs * frames_per_second).clamp_min(1).long() * torch.where(draws[2] < 0.5, -1, 1)
+    shift = torch.where(draws[0] < rt.share, frames, torch.zeros_like(frames))  # [rows]
+    return Retime(shift.to(device), rt.t_min, rt.t_max)
 
 
 class _LossModel:
@@ -247,6 +258,7 @@ class Trainer:
             draw = self.batch_sampler.draw(stage.batch_size)
             video, audio, cond = self.bank.gather(draw.indices, draw.drop, self.acc.device)
             swap = self._swap(stage, task, draw)
+            retime = self._retime(stage, task, len(draw.indices))
             sync = micro == accum - 1
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
                 with self.acc.autocast():
@@ -256,7 +268,8 @@ class Trainer:
                                            onset_boost=stage.onset_boost,
                                            foreground_boost=stage.foreground_boost,
                                            motion_boost=stage.motion_boost, weight_cap=flow.weight_cap,
-                                           swap=swap, frame_spread=stage.frame_spread)
+                                           swap=swap, retime=retime, frame_spread=stage.frame_spread,
+                                           envelope=stage.envelope)
                 self.acc.backward(losses["total"] / accum)
             tasks.append(task)
             for j, name in enumerate(("video", "audio", "total")):
@@ -300,6 +313,14 @@ class Trainer:
         pick = torch.rand(len(idx), generator=self.noise, device=self.acc.device).cpu() < sw.share
         rows = has[idx] & ~torch.as_tensor(draw.drop, dtype=torch.bool) & pick
         return Swap(video[idx].to(self.acc.device), rows.to(self.acc.device), sw.t_min, sw.t_max)
+
+    def _retime(self, stage: StageConfig, task: Task, rows: int) -> Retime | None:
+        """Audio timing counterfactual rows for this micro-batch (`draw_retime`), for tasks that
+        generate audio beside a video."""
+        if stage.retime is None or task.spec.audio is not Role.GENERATE or not task.spec.has_video:
+            return None
+        audio = self.model_cfg.audio
+        return draw_retime(stage.retime, rows, audio.sample_rate / audio.hop, self.noise, self.acc.device)
 
     # -- evaluation, checkpoints, export ---------------------------------------------------------
     def _evaluate(self) -> None:
