@@ -267,7 +267,7 @@ class Tally:
           sync_onsets_per_event: audio onsets per visual event (1 with as many onsets as events);
           sync_by_kind: {scene kind: {"events", "within_1_frame"}} (`scene_kind`; a two-object
           clip's event may take the other object's onset as its nearest, so one-object kinds are
-          the strict reading);
+          the strict reading); sync_one_object_within_1_frame: within one frame pooled over them;
         sync_conf / sync_lag_frames / sync_lag0_share: mean SyncNet-style confidence, mean lag of
           its peak (frames, + = audio late) and share of clips peaking at lag 0; talker_conf and
           talker_lag_frames: the same over talker clips (mouth opening vs voice RMS);
@@ -296,6 +296,9 @@ class Tally:
             if named:
                 out["sync_by_kind"] = {k: {"events": int((kinds == k).sum()),
                                            "within_1_frame": float(hit[kinds == k].mean())} for k in named}
+            one = [k for k in named if k != "talker" and "+" not in k]
+            if one:
+                out["sync_one_object_within_1_frame"] = float(hit[np.isin(kinds, one)].mean())
         if self.onset_hits:
             out["sync_onsets_in_frame"] = float(np.mean(self.onset_hits))
         both = self.conf["objects"] + self.conf["talker"]

@@ -231,6 +231,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("clips", "clips", "{:d}"),
     ("off ms", "sync_offset_ms", "{:.1f}"),
     ("in-frm", "sync_in_frame", "{:.2f}"),
+    ("1-frm", "sync_within_1_frame", "{:.2f}"),
+    ("1-obj", "sync_one_object_within_1_frame", "{:.2f}"),
     ("conf", "sync_conf", "{:.2f}"),
     ("lag", "sync_lag_frames", "{:+.2f}"),
     ("colour", "acc_colour", "{:.2f}"),
@@ -264,7 +266,7 @@ def format_table(results: dict) -> str:
             f"{results.get('geometry', {}).get('sample_rate')} Hz)")
     legend = ("reference: the rendered real clips; codec: those through the model's codecs and back (the ceiling "
               "in this latent space); off ms: mean |audio onset - visual event|; in-frm: share of events whose onset falls on the event's "
-              "frame; conf/lag: SyncNet-style peak-minus-median correlation and its lag (frames, + = audio late); "
+              "frame; 1-frm: share within one frame (the issue's target); 1-obj: the same over one-object clips (no other object's onset to borrow); conf/lag: SyncNet-style peak-minus-median correlation and its lag (frames, + = audio late); "
               "accuracies vs the spec; FD: Frechet distance to the rendered real clips; PSNR/id-col: first-frame and "
               "later-colour identity (TI2V/TI2AV)")
     return "\n".join([head, *lines, legend])

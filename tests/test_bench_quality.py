@@ -128,6 +128,7 @@ def test_real_clips_score_perfect(real) -> None:
     assert {scene_kind(s.spec) for s, _, _ in real} == set(kinds) and "talker" in kinds and "slide" in kinds
     assert all(k["within_1_frame"] == 1.0 for k in kinds.values())
     assert sum(k["events"] for k in kinds.values()) == r["sync_events"]
+    assert r["sync_one_object_within_1_frame"] == 1.0 and r["sync_within_1_frame"] == 1.0
     confusion = r["motion_confusion"]
     assert confusion and all(k.split("->")[0] == k.split("->")[1] for k in confusion), confusion
     assert sum(confusion.values()) == sum(len(s.spec.objects) for s, _, _ in real if s.spec.talker is None)
@@ -336,3 +337,20 @@ def test_run_quality_end_to_end_on_a_tiny_model(tiny_checkpoint, tmp_path, monke
     assert all(name in table for name in TASKS)
     out = write_json_atomic(tmp_path / "q.json", results)
     assert json.loads(out.read_text())["tasks"].keys() == results["tasks"].keys()
+
+
+def test_sync_by_kind_pools_one_object_clips_apart() -> None:
+    tally = Tally()
+    sync = {"onset_offsets": [], "confidence": 0.5, "lag": 0.0, "fps": 8.0}
+    tally.add_sync({**sync, "offsets": [0.0, 0.3], "talker": False}, "slide")  # 0.3 s: more than a frame off
+    tally.add_sync({**sync, "offsets": [0.1], "talker": False}, "pulse")
+    tally.add_sync({**sync, "offsets": [0.3, float("inf")], "talker": False}, "bounce+pulse")
+    tally.add_sync({**sync, "offsets": [0.0], "talker": True}, "talker")
+    tally.add_sync({**sync, "offsets": [0.0], "talker": False})  # no kind: pooled, not per kind
+    r = tally.summary()
+    assert r["sync_by_kind"] == {"bounce+pulse": {"events": 2, "within_1_frame": 0.0},
+                                 "pulse": {"events": 1, "within_1_frame": 1.0},
+                                 "slide": {"events": 2, "within_1_frame": 0.5},
+                                 "talker": {"events": 1, "within_1_frame": 1.0}}
+    assert r["sync_one_object_within_1_frame"] == pytest.approx(2 / 3)
+    assert r["sync_within_1_frame"] == pytest.approx(4 / 7) and r["sync_events"] == 7
