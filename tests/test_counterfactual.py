@@ -249,4 +249,5 @@ def test_draw_retime_moves_a_share_of_rows_within_the_range() -> None:
     assert 0.45 < float((moved > 0).float().mean()) < 0.55  # either sign
     assert (out.t_min, out.t_max) == (0.0, 0.3)
     assert torch.equal(draw_retime(rt, 4000, 64.0, torch.Generator().manual_seed(0)).shift, out.shift)
-    assert bool((draw_retime(rt, 64, 2.0, torch.Generator().manual_seed(1)).shift.abs() <= 1).all())  # at least 1
+    # at 2 frames/s the range rounds to 0 or 1 frame; a moved row moves at least one
+    assert set(draw_retime(rt, 64, 2.0, torch.Generator().manual_seed(1)).shift.abs().tolist()) == {0, 1}
