@@ -286,11 +286,11 @@ class Tally:
             out["sync_events"] = int(len(off))
             out["sync_offset_ms"] = float(np.mean(np.abs(off[finite])) * 1000) if finite.any() else None
             out["sync_in_frame"] = float(np.mean(np.abs(off) < 0.5 * period))
-            out["sync_within_1_frame"] = float(np.mean(np.abs(off) <= period + 1e-3))
+            hit = np.abs(off) <= period + 1e-3  # within one frame period (+1 ms)
+            out["sync_within_1_frame"] = float(np.mean(hit))
             steps = [str(int(k)) if math.isfinite(k) else "none" for k in np.round(off / period)]
             out["sync_offset_frames"] = {k: steps.count(k) for k in sorted(set(steps), key=_frames_key)}
             out["sync_onsets_per_event"] = len(self.onset_hits) / len(off)
-            hit = np.abs(off) <= period + 1e-3
             kinds = np.array(self.kinds)
             named = sorted({k for k in self.kinds if k})
             if named:
