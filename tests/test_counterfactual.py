@@ -251,3 +251,15 @@ def test_draw_retime_moves_a_share_of_rows_within_the_range() -> None:
     assert torch.equal(draw_retime(rt, 4000, 64.0, torch.Generator().manual_seed(0)).shift, out.shift)
     # at 2 frames/s the range rounds to 0 or 1 frame; a moved row moves at least one
     assert set(draw_retime(rt, 64, 2.0, torch.Generator().manual_seed(1)).shift.abs().tolist()) == {0, 1}
+
+
+def test_draw_retime_can_leave_the_speech_rows_in_time() -> None:
+    rt = RetimeConfig(share=1.0, speech=False)
+    speech = torch.arange(64) % 3 == 0
+    out = draw_retime(rt, 64, 64.0, torch.Generator().manual_seed(0), has_speech=speech)
+    every = draw_retime(RetimeConfig(share=1.0), 64, 64.0, torch.Generator().manual_seed(0), has_speech=speech)
+    assert not out.shift[speech].any() and out.shift[~speech].ne(0).all()
+    assert torch.equal(out.shift[~speech], every.shift[~speech])  # the same draws; only the speech rows stay
+    assert every.shift.ne(0).all()  # speech: true (the default) moves them too
+    with pytest.raises(ValueError, match="has_speech must mark each of the 64 rows"):
+        draw_retime(rt, 64, 64.0, torch.Generator().manual_seed(0))

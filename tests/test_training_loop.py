@@ -2,6 +2,7 @@
 run killed with SIGKILL and resumed reproduces the uninterrupted run's losses bit for bit."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -199,6 +200,13 @@ def test_counterfactuals_reach_only_their_rows_and_tasks(tmp_path: Path, cache: 
     assert trainer._swap(stage, Task.V2A, Draw(idx, np.zeros(8, bool))) is None
     assert not trainer._swap(stage, Task.T2V, Draw(idx, np.ones(8, bool))).rows.any()  # no caption, no swap
     assert trainer._swap(stage, Task.T2V, Draw(idx, np.zeros(8, bool))).rows.any()
+    # With `speech: false` the talker scenes' audio stays in time, the object scenes' still moves.
+    keys = trainer.bank.keys
+    talker = np.array([sample_spec(int(k.partition(":")[2][5:])).talker is not None for k in keys])
+    assert talker.any() and not talker.all()
+    quiet = dataclasses.replace(stage, retime=dataclasses.replace(stage.retime, speech=False))
+    shift = trainer._retime(quiet, Task.T2AV, np.arange(len(keys))).shift
+    assert not shift[torch.as_tensor(talker)].any() and shift[torch.as_tensor(~talker)].ne(0).all()
     trainer.run()
     whole_video = {"t2av", "t2v", "a2v"}
     first = seen[:12]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
@@ -119,13 +120,19 @@ def init_weights(model: ApolloDiT, source: str) -> None:
 
 
 def draw_retime(rt: RetimeConfig, rows: int, frames_per_second: float, generator: torch.Generator,
-                device: Any = "cpu") -> Retime:
+                device: Any = "cpu", has_speech: torch.Tensor | None = None) -> Retime:
     """A `share` of `rows` moved by a uniform time in [min_seconds, max_seconds], either sign, as
-    a whole number (at least one) of audio latent frames; the other rows at shift 0."""
+    a whole number (at least one) of audio latent frames; the other rows at shift 0, and so are
+    the rows `has_speech` marks when `rt.speech` is false (the draws stay the same either way)."""
     draws = torch.rand(3, rows, generator=generator, device=device).cpu()  # [3, rows]: pick, span, sign
     secs = rt.min_seconds + draws[1] * (rt.max_seconds - rt.min_seconds)
     frames = torch.round(secs * frames_per_second).clamp_min(1).long() * torch.where(draws[2] < 0.5, -1, 1)
-    shift = torch.where(draws[0] < rt.share, frames, torch.zeros_like(frames))  # [rows]
+    pick = draws[0] < rt.share  # [rows]
+    if not rt.speech:
+        if has_speech is None or has_speech.shape != (rows,):
+            raise ValueError(f"draw_retime: retime.speech is false, so has_speech must mark each of the {rows} rows")
+        pick &= ~has_speech.cpu().bool()
+    shift = torch.where(pick, frames, torch.zeros_like(frames))  # [rows]
     return Retime(shift.to(device), rt.t_min, rt.t_max)
 
 
@@ -258,7 +265,7 @@ class Trainer:
             draw = self.batch_sampler.draw(stage.batch_size)
             video, audio, cond = self.bank.gather(draw.indices, draw.drop, self.acc.device)
             swap = self._swap(stage, task, draw)
-            retime = self._retime(stage, task, len(draw.indices))
+            retime = self._retime(stage, task, draw.indices)
             sync = micro == accum - 1
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
                 with self.acc.autocast():
@@ -314,13 +321,14 @@ class Trainer:
         rows = has[idx] & ~torch.as_tensor(draw.drop, dtype=torch.bool) & pick
         return Swap(video[idx].to(self.acc.device), rows.to(self.acc.device), sw.t_min, sw.t_max)
 
-    def _retime(self, stage: StageConfig, task: Task, rows: int) -> Retime | None:
+    def _retime(self, stage: StageConfig, task: Task, indices: np.ndarray) -> Retime | None:
         """Audio timing counterfactual rows for this micro-batch (`draw_retime`), for tasks that
         generate audio beside a video."""
         if stage.retime is None or task.spec.audio is not Role.GENERATE or not task.spec.has_video:
             return None
         audio = self.model_cfg.audio
-        return draw_retime(stage.retime, rows, audio.sample_rate / audio.hop, self.noise, self.acc.device)
+        return draw_retime(stage.retime, len(indices), audio.sample_rate / audio.hop, self.noise, self.acc.device,
+                           has_speech=self.bank.has_speech(indices))
 
     # -- evaluation, checkpoints, export ---------------------------------------------------------
     def _evaluate(self) -> None:

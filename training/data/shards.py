@@ -102,6 +102,10 @@ class LatentBank:
             ok &= col["has_speech"] > 0.5
         return np.nonzero(ok)[0]
 
+    def has_speech(self, idx: np.ndarray) -> Tensor:
+        """Whether each of samples `idx` has speech (a talker scene): `[len(idx)]` bool."""
+        return self.measures[torch.as_tensor(idx, dtype=torch.long), MEASURES.index("has_speech")] > 0.5
+
     # -- batches ---------------------------------------------------------------------------------
     def gather(self, idx: np.ndarray, drop: np.ndarray | None = None,
                device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Conditioning]:
