@@ -327,8 +327,9 @@ class Trainer:
         if stage.retime is None or task.spec.audio is not Role.GENERATE or not task.spec.has_video:
             return None
         audio = self.model_cfg.audio
+        speech = None if stage.retime.speech else self.bank.has_speech(indices)  # read only when it decides rows
         return draw_retime(stage.retime, len(indices), audio.sample_rate / audio.hop, self.noise, self.acc.device,
-                           has_speech=self.bank.has_speech(indices))
+                           has_speech=speech)
 
     # -- evaluation, checkpoints, export ---------------------------------------------------------
     def _evaluate(self) -> None:
